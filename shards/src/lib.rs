@@ -1,0 +1,1 @@
+//! Postgres-compatible sharding functions and shard maps. Pure: no I/O.

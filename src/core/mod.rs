@@ -1,0 +1,1 @@
+//! core (placeholder, filled in by the foundation work).

@@ -1,0 +1,19 @@
+//! sleddog: a thread-per-core PostgreSQL pooler, load balancer and sharding proxy.
+//!
+//! Module map (the directory tree is the architecture diagram):
+//! - `rt`        the only module that names glommio: executors, spawn, timers, TCP.
+//! - `protocol`  PostgreSQL wire protocol v3 codec; no I/O.
+//! - `auth`      SCRAM-SHA-256 and md5, both sides; sans-IO.
+//! - `config`    pgdog.toml + users.toml → validated immutable snapshot.
+//! - `control`   the control thread: config reload, signals, cancel routing, shutdown.
+//! - `core`      one pinned executor per CPU: listener, per-core state, inbox.
+//! - `pool`      per-core server connection pools.
+//! - `session`   one client connection: startup, auth, query loop.
+pub mod auth;
+pub mod config;
+pub mod control;
+pub mod core;
+pub mod pool;
+pub mod protocol;
+pub mod rt;
+pub mod session;

@@ -1,0 +1,1 @@
+//! pool (placeholder, filled in by the foundation work).

@@ -1,0 +1,1 @@
+//! session (placeholder, filled in by the foundation work).
