@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod ids;
 pub mod pool;
 pub mod protocol;
 pub mod rt;

@@ -1,1 +1,186 @@
-//! core (placeholder, filled in by the foundation work).
+//! One core: a pinned executor with its own listener, sessions, pools and inbox.
+//!
+//! Everything here is owned by the core's thread (`Rc`, `Cell`, `RefCell`); a
+//! `RefCell` borrow never spans an `.await`. The only cross-thread traffic is the
+//! inbox (control → core) and outbox (core → control), both crossbeam channels
+//! the core polls without blocking.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::control::msg::{FromCore, ToCore};
+use crate::control::snapshot::Snapshot;
+use crate::ids::{ClientPid, CoreId};
+use crate::pool::{self, Pools};
+use crate::rt;
+use crate::session::{self, SessionHandle};
+
+/// What the control thread hands a core at start.
+pub struct CoreContext {
+    pub id: CoreId,
+    pub snapshot: Arc<Snapshot>,
+    pub inbox: Receiver<ToCore>,
+    pub outbox: Sender<FromCore>,
+    pub addr: SocketAddr,
+}
+
+/// How often a core drains its inbox. Bounds cancel and reload latency.
+const INBOX_POLL: Duration = Duration::from_millis(5);
+/// How often pools expire idle connections and warm up to min_pool_size.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Core {
+    pub id: CoreId,
+    snapshot: RefCell<Arc<Snapshot>>,
+    pub pools: RefCell<Pools>,
+    sessions: RefCell<HashMap<u32, Rc<SessionHandle>>>,
+    next_counter: Cell<u32>,
+    outbox: Sender<FromCore>,
+    shutting_down: Cell<bool>,
+}
+
+impl Core {
+    /// The configuration new sessions use.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Registers a session for cancel and shutdown; returns its handle.
+    pub fn register(&self, secret: Vec<u8>) -> Rc<SessionHandle> {
+        let counter = self.next_counter.get().wrapping_add(1);
+        self.next_counter.set(counter);
+        let pid = ClientPid::new(self.id, counter);
+        let handle = Rc::new(SessionHandle::new(pid, secret));
+        if self.shutting_down.get() {
+            handle.shutdown.fire();
+        }
+        self.sessions.borrow_mut().insert(pid.0, handle.clone());
+        handle
+    }
+
+    pub fn unregister(&self, pid: ClientPid) {
+        self.sessions.borrow_mut().remove(&pid.0);
+    }
+
+    /// A CancelRequest arrived on this core: act on it here or pass it to the
+    /// core that owns the session.
+    pub fn route_cancel(&self, pid: ClientPid, secret: Vec<u8>) {
+        if pid.core() == self.id {
+            self.cancel_local(pid, &secret);
+        } else {
+            let _ = self.outbox.send(FromCore::Cancel { pid, secret });
+        }
+    }
+
+    fn cancel_local(&self, pid: ClientPid, secret: &[u8]) {
+        let handle = self.sessions.borrow().get(&pid.0).cloned();
+        if let Some(handle) = handle {
+            handle.cancel(secret, self.snapshot().timeouts.connect);
+        }
+    }
+
+    fn apply(&self, snapshot: Arc<Snapshot>) {
+        self.pools.borrow_mut().apply(&snapshot);
+        *self.snapshot.borrow_mut() = snapshot;
+    }
+
+    fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+        for handle in self.sessions.borrow().values() {
+            handle.shutdown.fire();
+        }
+    }
+
+    fn session_count(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+}
+
+/// Runs one core until shutdown.
+pub async fn run(context: CoreContext) {
+    let CoreContext {
+        id,
+        snapshot,
+        inbox,
+        outbox,
+        addr,
+    } = context;
+    let mut pools = Pools::default();
+    pools.apply(&snapshot);
+    let core = Rc::new(Core {
+        id,
+        snapshot: RefCell::new(snapshot),
+        pools: RefCell::new(pools),
+        sessions: RefCell::new(HashMap::new()),
+        next_counter: Cell::new(0),
+        outbox,
+        shutting_down: Cell::new(false),
+    });
+    let listener = match rt::listen(addr) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%addr, %error, "cannot listen");
+            std::process::exit(crate::control::run::EXIT_STARTUP);
+        }
+    };
+    let accept = rt::spawn(accept_loop(core.clone(), listener));
+    let maintenance = rt::spawn(maintenance_loop(core.clone()));
+    let deadline = drain_inbox(&core, &inbox).await;
+    drop(accept);
+    drop(maintenance);
+    while core.session_count() > 0 && Instant::now() < deadline {
+        rt::sleep(INBOX_POLL).await;
+    }
+    let _ = core.outbox.send(FromCore::Stopped(core.id));
+}
+
+/// Applies control messages until a shutdown arrives; returns its deadline.
+async fn drain_inbox(core: &Rc<Core>, inbox: &Receiver<ToCore>) -> Instant {
+    loop {
+        for message in inbox.try_iter() {
+            match message {
+                ToCore::Config(snapshot) => core.apply(snapshot),
+                ToCore::Cancel { pid, secret } => core.cancel_local(pid, &secret),
+                ToCore::Shutdown { deadline } => {
+                    core.begin_shutdown();
+                    return deadline;
+                }
+            }
+        }
+        rt::sleep(INBOX_POLL).await;
+    }
+}
+
+async fn accept_loop(core: Rc<Core>, listener: rt::TcpListener) {
+    loop {
+        match rt::accept(&listener).await {
+            Ok(stream) => {
+                rt::spawn(session::run(core.clone(), stream)).detach();
+            }
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                rt::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn maintenance_loop(core: Rc<Core>) {
+    loop {
+        rt::sleep(MAINTENANCE_INTERVAL).await;
+        let pools = core.pools.borrow().all();
+        let snapshot = core.snapshot();
+        pool::Pools::maintain(pools, Instant::now(), &snapshot).await;
+    }
+}

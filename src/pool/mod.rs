@@ -1,1 +1,171 @@
-//! pool (placeholder, filled in by the foundation work).
+//! Per-core server connection pools.
+//!
+//! Each core owns its pools outright (`Rc`, `Cell`): no locks, no atomics. A pool
+//! serves one (database, user) on one server; a [`Cluster`] groups the pools of
+//! every server behind one logical database. Pool sizes in config are per
+//! process; each core gets `ceil(size / workers)` (see `Snapshot::per_core_share`).
+
+pub mod pool;
+pub mod server_conn;
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+pub use pool::{CheckoutError, CheckoutLimits, IdleLimits, PooledConn, ServerPool};
+pub use server_conn::{ScramCache, ServerConn, ServerError, ServerLogin};
+
+use crate::config::{PoolerMode, Role};
+use crate::control::snapshot::Snapshot;
+
+/// One server of a cluster and its pool on this core.
+pub struct ClusterServer {
+    pub role: Role,
+    pub shard: u16,
+    pub pool: Rc<ServerPool>,
+}
+
+/// Every server behind one (database, user) login, on this core.
+pub struct Cluster {
+    pub database: String,
+    pub user: String,
+    pub mode: PoolerMode,
+    pub servers: Vec<ClusterServer>,
+    /// Index into `servers` of where writes go, chosen once at build.
+    primary: usize,
+}
+
+impl Cluster {
+    /// Number of distinct shards.
+    pub fn shard_count(&self) -> usize {
+        let mut shards: Vec<u16> = self.servers.iter().map(|s| s.shard).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        shards.len()
+    }
+
+    /// The server writes go to.
+    #[inline]
+    pub fn primary(&self) -> &Rc<ServerPool> {
+        &self.servers[self.primary].pool
+    }
+
+    /// The primary of the first shard, else its first server. (Replica routing
+    /// and failover build on this.)
+    fn choose_primary(servers: &[ClusterServer]) -> usize {
+        let first_shard = servers.iter().map(|s| s.shard).min().unwrap_or(0);
+        let on_shard = || {
+            servers
+                .iter()
+                .enumerate()
+                .filter(move |(_, s)| s.shard == first_shard)
+        };
+        on_shard()
+            .find(|(_, s)| s.role == Role::Primary)
+            .or_else(|| on_shard().next())
+            .map(|(i, _)| i)
+            .unwrap_or(0)
+    }
+}
+
+/// All pools of one core.
+#[derive(Default)]
+pub struct Pools {
+    clusters: HashMap<(String, String), Rc<Cluster>>,
+    scram: Rc<ScramCache>,
+}
+
+impl Pools {
+    /// Brings the pools in line with a new snapshot: pools whose server, login
+    /// and size are unchanged carry over with their connections; the others are
+    /// retired (idle connections close now, busy ones at checkin).
+    pub fn apply(&mut self, snapshot: &Snapshot) {
+        let limits = IdleLimits {
+            idle: snapshot.timeouts.idle,
+            lifetime: snapshot.timeouts.server_lifetime,
+        };
+        let mut old: Vec<Rc<ServerPool>> = self
+            .clusters
+            .values()
+            .flat_map(|c| c.servers.iter().map(|s| s.pool.clone()))
+            .collect();
+        let mut clusters = HashMap::with_capacity(snapshot.pools.len());
+        for (key, spec) in &snapshot.pools {
+            let size = snapshot.per_core_share(spec.pool_size);
+            let min_size = snapshot.per_core_share(spec.min_pool_size);
+            let servers: Vec<ClusterServer> = spec
+                .servers
+                .iter()
+                .map(|server| {
+                    let login = ServerLogin {
+                        user: server.user.clone(),
+                        password: server.password.clone(),
+                        database: server.database_name.clone(),
+                    };
+                    let reused = old
+                        .iter()
+                        .position(|p| p.same_as(&server.host, server.port, &login, size))
+                        .map(|i| old.swap_remove(i));
+                    let pool = match reused {
+                        Some(pool) => {
+                            pool.set_limits(limits);
+                            pool
+                        }
+                        None => ServerPool::new(
+                            server.host.clone(),
+                            server.port,
+                            login,
+                            size,
+                            min_size,
+                            limits,
+                            self.scram.clone(),
+                        ),
+                    };
+                    ClusterServer {
+                        role: server.role,
+                        shard: server.shard,
+                        pool,
+                    }
+                })
+                .collect();
+            let servers: Vec<ClusterServer> = servers;
+            if servers.is_empty() {
+                continue; // config validation rejects this; never index an empty cluster
+            }
+            let cluster = Cluster {
+                database: spec.database.clone(),
+                user: spec.user.clone(),
+                mode: spec.pooler_mode,
+                primary: Cluster::choose_primary(&servers),
+                servers,
+            };
+            clusters.insert(key.clone(), Rc::new(cluster));
+        }
+        for pool in old {
+            pool.retire();
+        }
+        self.clusters = clusters;
+    }
+
+    pub fn cluster(&self, database: &str, user: &str) -> Option<Rc<Cluster>> {
+        // Login path only; the tuple key allocation is fine here.
+        self.clusters
+            .get(&(database.to_owned(), user.to_owned()))
+            .cloned()
+    }
+
+    /// Every pool on this core, for maintenance.
+    pub fn all(&self) -> Vec<Rc<ServerPool>> {
+        self.clusters
+            .values()
+            .flat_map(|c| c.servers.iter().map(|s| s.pool.clone()))
+            .collect()
+    }
+
+    /// Runs idle/lifetime expiry and min_pool_size warm-up on every pool.
+    pub async fn maintain(pools: Vec<Rc<ServerPool>>, now: Instant, snapshot: &Snapshot) {
+        for pool in pools {
+            pool.maintain(now, snapshot.timeouts.connect).await;
+        }
+    }
+}

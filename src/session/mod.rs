@@ -1,1 +1,89 @@
-//! session (placeholder, filled in by the foundation work).
+//! One client connection, from startup to Terminate: handshake and login
+//! (`startup`, `login_auth`), then the query loop (`relay`).
+//!
+//! Must not: share anything with other sessions except through the core's pools.
+//! Holds a server connection only between a complete client request and the
+//! ReadyForQuery that ends it (transaction mode), or for its whole life
+//! (session mode).
+
+mod client;
+mod login_auth;
+mod relay;
+mod startup;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+pub use client::Client;
+
+use crate::core::Core;
+use crate::ids::ClientPid;
+use crate::pool::server_conn::{self, CancelKey};
+use crate::rt::{self, Signal, TcpStream};
+
+/// What the core keeps of a session: enough to cancel it and to stop it.
+pub struct SessionHandle {
+    pub pid: ClientPid,
+    secret: Vec<u8>,
+    /// The server connection the session holds now, if any.
+    server: RefCell<Option<CancelKey>>,
+    /// True while the session waits for a server connection.
+    waiting: Cell<bool>,
+    /// Fired by a cancel that arrives while the session waits for a connection.
+    pub withdraw: Rc<Signal>,
+    /// Fired when the core shuts down.
+    pub shutdown: Rc<Signal>,
+}
+
+impl SessionHandle {
+    pub fn new(pid: ClientPid, secret: Vec<u8>) -> SessionHandle {
+        SessionHandle {
+            pid,
+            secret,
+            server: RefCell::new(None),
+            waiting: Cell::new(false),
+            withdraw: Signal::new(),
+            shutdown: Signal::new(),
+        }
+    }
+
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
+    /// Cancels what the session runs now, if the secret matches: the query on
+    /// its server connection, or its wait for one. Otherwise nothing, as Postgres.
+    pub fn cancel(&self, secret: &[u8], timeout: Duration) {
+        if !crate::auth::ct_eq(secret, &self.secret) {
+            return;
+        }
+        if let Some(key) = self.server.borrow().clone() {
+            rt::spawn(async move {
+                if let Err(error) = server_conn::send_cancel(&key, timeout).await {
+                    tracing::warn!(%error, "cancel request to server failed");
+                }
+            })
+            .detach();
+        } else if self.waiting.get() {
+            self.withdraw.fire();
+        }
+    }
+
+    fn set_server(&self, key: Option<CancelKey>) {
+        *self.server.borrow_mut() = key;
+    }
+}
+
+/// Serves one client connection to the end.
+pub async fn run(core: Rc<Core>, stream: TcpStream) {
+    let mut client = Client::new(stream);
+    let Some(login) = startup::handshake(&core, &mut client).await else {
+        return;
+    };
+    let handle = login.handle.clone();
+    relay::Relay::new(&core, &handle, login.cluster, &mut client, login.settings)
+        .run()
+        .await;
+    core.unregister(handle.pid);
+}

@@ -1,0 +1,414 @@
+//! The validated config snapshot and the pools it implies.
+//!
+//! Owns the public config types and `Config::pools`, the one place that
+//! applies PgDog's override order (users.toml > [[databases]] > [general]).
+//! Values here are already validated; this file must not parse or reject.
+
+/// How long a client keeps a server connection.
+/// Source: pgdog-config/src/pooling.rs (`PoolerMode`, snake_case in TOML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PoolerMode {
+    /// Server connection returns to the pool at the end of each transaction.
+    #[default]
+    Transaction,
+    /// Server connection is held for the whole client session.
+    Session,
+}
+
+/// What a server does in its cluster.
+/// Source: pgdog-config/src/database.rs (`Role`, default `primary`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Role {
+    #[default]
+    Primary,
+    Replica,
+    /// Detected at runtime (PgDog queries `pg_is_in_recovery()`).
+    Auto,
+}
+
+/// How clients authenticate to sleddog.
+/// Source: pgdog-config/src/auth.rs (`AuthType`, default `scram`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AuthType {
+    #[default]
+    Scram,
+    Md5,
+    Plain,
+    Trust,
+}
+
+impl PoolerMode {
+    /// The spelling PgDog uses in TOML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolerMode::Transaction => "transaction",
+            PoolerMode::Session => "session",
+        }
+    }
+}
+
+impl Role {
+    /// The spelling PgDog uses in TOML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::Auto => "auto",
+        }
+    }
+}
+
+impl AuthType {
+    /// The spelling PgDog uses in TOML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::Scram => "scram",
+            AuthType::Md5 => "md5",
+            AuthType::Plain => "plain",
+            AuthType::Trust => "trust",
+        }
+    }
+}
+
+/// `[general]`. Timeouts are milliseconds, as in PgDog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct General {
+    pub host: String,
+    pub port: u16,
+    /// Cores to run. Default: CPUs this process may run on (PgDog: 2 Tokio threads).
+    pub workers: usize,
+    pub default_pool_size: usize,
+    pub min_pool_size: usize,
+    pub pooler_mode: PoolerMode,
+    pub connect_timeout_ms: u64,
+    pub checkout_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub server_lifetime_ms: u64,
+    /// None = unlimited (PgDog's default is its "max duration").
+    pub query_timeout_ms: Option<u64>,
+    /// None = unlimited (PgDog's default is its "max duration").
+    pub client_idle_timeout_ms: Option<u64>,
+    pub shutdown_timeout_ms: u64,
+    pub auth_type: AuthType,
+}
+
+/// PgDog's defaults (pgdog-config/src/general.rs), except `workers`.
+pub(crate) const DEFAULT_HOST: &str = "0.0.0.0";
+pub(crate) const DEFAULT_PORT: u16 = 6432;
+pub(crate) const DEFAULT_POOL_SIZE: usize = 10;
+pub(crate) const DEFAULT_MIN_POOL_SIZE: usize = 1;
+pub(crate) const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+pub(crate) const DEFAULT_CHECKOUT_TIMEOUT_MS: u64 = 5_000;
+pub(crate) const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+pub(crate) const DEFAULT_SERVER_LIFETIME_MS: u64 = 86_400_000;
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 60_000;
+/// `[[databases]] port` default (pgdog-config/src/database.rs).
+pub(crate) const DEFAULT_SERVER_PORT: u16 = 5432;
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            host: DEFAULT_HOST.to_string(),
+            port: DEFAULT_PORT,
+            workers: default_workers(),
+            default_pool_size: DEFAULT_POOL_SIZE,
+            min_pool_size: DEFAULT_MIN_POOL_SIZE,
+            pooler_mode: PoolerMode::Transaction,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            checkout_timeout_ms: DEFAULT_CHECKOUT_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            server_lifetime_ms: DEFAULT_SERVER_LIFETIME_MS,
+            query_timeout_ms: None,
+            client_idle_timeout_ms: None,
+            shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
+            auth_type: AuthType::Scram,
+        }
+    }
+}
+
+/// Thread-per-core: one core per CPU we may run on (affinity and cgroup
+/// limits included). PgDog defaults to 2 Tokio threads; we differ on purpose.
+pub(crate) fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One `[[databases]]` entry: one Postgres server of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    /// Cluster name clients connect to.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// Database name on the server; defaults to `name`.
+    pub database_name: String,
+    /// Server login override; wins over users.toml `server_user`.
+    pub user: Option<String>,
+    /// Server password override; wins over users.toml `server_password`.
+    pub password: Option<String>,
+    pub role: Role,
+    pub shard: u16,
+    pub pool_size: Option<usize>,
+    pub min_pool_size: Option<usize>,
+    pub pooler_mode: Option<PoolerMode>,
+}
+
+/// One users.toml `[[users]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// Clusters this user may use: `database`, or else `databases`, or every
+    /// cluster with `all_databases = true` (PgDog's rule, users.rs).
+    pub databases: Vec<String>,
+    /// Plain passwords, in PgDog's order: `passwords` entries, then `password`.
+    pub passwords: Vec<String>,
+    /// A SCRAM verifier (`SCRAM-SHA-256$...`), kept verbatim.
+    pub password_hash: Option<String>,
+    pub server_user: Option<String>,
+    pub server_password: Option<String>,
+    pub pool_size: Option<usize>,
+    pub min_pool_size: Option<usize>,
+    pub pooler_mode: Option<PoolerMode>,
+}
+
+/// `[admin]` (pgdog.toml, replaced as a whole by users.toml `[admin]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub name: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// The validated snapshot of both files (and `--database_url`s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub general: General,
+    pub databases: Vec<Database>,
+    pub users: Vec<User>,
+    pub admin: Admin,
+}
+
+/// One pool per (cluster, user): what a core needs to serve that login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    pub database: String,
+    pub user: String,
+    pub pool_size: usize,
+    pub min_pool_size: usize,
+    pub pooler_mode: PoolerMode,
+    /// Every `[[databases]]` entry of the cluster, in file order.
+    pub servers: Vec<ServerSpec>,
+}
+
+/// How to reach and log into one server for one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub host: String,
+    pub port: u16,
+    pub database_name: String,
+    pub role: Role,
+    pub shard: u16,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+impl Config {
+    /// One pool per user × cluster it names, in users.toml order.
+    ///
+    /// Sizes and mode: user > database > general, as PgDog's
+    /// `backend/pool/config.rs` (`Config::new`). PgDog resolves them per
+    /// server; a sleddog pool has one size, so the database level is the
+    /// cluster's first `[[databases]]` entry (PgDog likewise keeps the first
+    /// entry's `pooler_mode` and warns on the others, core.rs `check`).
+    pub fn pools(&self) -> Vec<PoolSpec> {
+        let mut pools = Vec::new();
+        for user in &self.users {
+            for cluster in &user.databases {
+                let entries: Vec<&Database> = self
+                    .databases
+                    .iter()
+                    .filter(|database| &database.name == cluster)
+                    .collect();
+                let Some(first) = entries.first() else {
+                    continue;
+                };
+                pools.push(PoolSpec {
+                    database: cluster.clone(),
+                    user: user.name.clone(),
+                    pool_size: user
+                        .pool_size
+                        .or(first.pool_size)
+                        .unwrap_or(self.general.default_pool_size),
+                    min_pool_size: user
+                        .min_pool_size
+                        .or(first.min_pool_size)
+                        .unwrap_or(self.general.min_pool_size),
+                    pooler_mode: user
+                        .pooler_mode
+                        .or(first.pooler_mode)
+                        .unwrap_or(self.general.pooler_mode),
+                    servers: entries
+                        .iter()
+                        .map(|database| server_spec(database, user))
+                        .collect(),
+                });
+            }
+        }
+        pools
+    }
+
+    /// The users.toml entry for `name`, if any.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|user| user.name == name)
+    }
+}
+
+/// Server login as PgDog's `backend/pool/address.rs` (`Address::new`):
+/// user = database `user` > users.toml `server_user` > the user's name;
+/// password = database `password` > `server_password` > the user's first
+/// plain password (PgDog tries them all in order; a pool here uses the first).
+fn server_spec(database: &Database, user: &User) -> ServerSpec {
+    ServerSpec {
+        host: database.host.clone(),
+        port: database.port,
+        database_name: database.database_name.clone(),
+        role: database.role,
+        shard: database.shard,
+        user: database
+            .user
+            .clone()
+            .or_else(|| user.server_user.clone())
+            .unwrap_or_else(|| user.name.clone()),
+        password: database
+            .password
+            .clone()
+            .or_else(|| user.server_password.clone())
+            .or_else(|| user.passwords.first().cloned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database(name: &str, shard: u16) -> Database {
+        Database {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database_name: name.into(),
+            user: None,
+            password: None,
+            role: Role::Primary,
+            shard,
+            pool_size: None,
+            min_pool_size: None,
+            pooler_mode: None,
+        }
+    }
+
+    fn user(name: &str, databases: &[&str]) -> User {
+        User {
+            name: name.into(),
+            databases: databases.iter().map(|d| d.to_string()).collect(),
+            passwords: vec!["secret".into()],
+            password_hash: None,
+            server_user: None,
+            server_password: None,
+            pool_size: None,
+            min_pool_size: None,
+            pooler_mode: None,
+        }
+    }
+
+    fn config(databases: Vec<Database>, users: Vec<User>) -> Config {
+        Config {
+            general: General::default(),
+            databases,
+            users,
+            admin: Admin {
+                name: "admin".into(),
+                user: "admin".into(),
+                password: "x".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn sizes_follow_user_then_database_then_general() {
+        let mut db = database("app", 0);
+        let mut alice = user("alice", &["app"]);
+        let general_only = config(vec![db.clone()], vec![alice.clone()]).pools();
+        assert_eq!(general_only[0].pool_size, DEFAULT_POOL_SIZE);
+        assert_eq!(general_only[0].min_pool_size, DEFAULT_MIN_POOL_SIZE);
+        assert_eq!(general_only[0].pooler_mode, PoolerMode::Transaction);
+
+        db.pool_size = Some(20);
+        db.min_pool_size = Some(2);
+        db.pooler_mode = Some(PoolerMode::Session);
+        let database_wins = config(vec![db.clone()], vec![alice.clone()]).pools();
+        assert_eq!(database_wins[0].pool_size, 20);
+        assert_eq!(database_wins[0].min_pool_size, 2);
+        assert_eq!(database_wins[0].pooler_mode, PoolerMode::Session);
+
+        alice.pool_size = Some(5);
+        alice.min_pool_size = Some(0);
+        alice.pooler_mode = Some(PoolerMode::Transaction);
+        let user_wins = config(vec![db], vec![alice]).pools();
+        assert_eq!(user_wins[0].pool_size, 5);
+        assert_eq!(user_wins[0].min_pool_size, 0);
+        assert_eq!(user_wins[0].pooler_mode, PoolerMode::Transaction);
+    }
+
+    #[test]
+    fn server_login_follows_database_then_server_then_user() {
+        let mut db = database("app", 0);
+        let mut alice = user("alice", &["app"]);
+        let own = &config(vec![db.clone()], vec![alice.clone()]).pools()[0].servers[0];
+        assert_eq!(
+            (own.user.as_str(), own.password.as_deref()),
+            ("alice", Some("secret"))
+        );
+
+        alice.server_user = Some("svc".into());
+        alice.server_password = Some("svc-pass".into());
+        let server = &config(vec![db.clone()], vec![alice.clone()]).pools()[0].servers[0];
+        assert_eq!(
+            (server.user.as_str(), server.password.as_deref()),
+            ("svc", Some("svc-pass"))
+        );
+
+        db.user = Some("owner".into());
+        db.password = Some("owner-pass".into());
+        let database_level = &config(vec![db], vec![alice]).pools()[0].servers[0];
+        assert_eq!(
+            (
+                database_level.user.as_str(),
+                database_level.password.as_deref()
+            ),
+            ("owner", Some("owner-pass"))
+        );
+    }
+
+    #[test]
+    fn one_pool_per_user_and_cluster_with_every_shard() {
+        let databases = vec![database("a", 0), database("a", 1), database("b", 0)];
+        let users = vec![user("alice", &["a", "b"]), user("bob", &["b"])];
+        let pools = config(databases, users).pools();
+        let keys: Vec<_> = pools
+            .iter()
+            .map(|p| (p.user.as_str(), p.database.as_str(), p.servers.len()))
+            .collect();
+        assert_eq!(
+            keys,
+            [("alice", "a", 2), ("alice", "b", 1), ("bob", "b", 1)]
+        );
+        assert_eq!(pools[0].servers[1].shard, 1);
+    }
+
+    #[test]
+    fn user_lookup() {
+        let cfg = config(vec![database("a", 0)], vec![user("alice", &["a"])]);
+        assert!(cfg.user("alice").is_some());
+        assert!(cfg.user("bob").is_none());
+    }
+}

@@ -1,0 +1,194 @@
+//! The control loop: start the cores, then react to signals and core messages.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, unbounded, Receiver, Sender};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::config;
+use crate::control::msg::{FromCore, ToCore};
+use crate::control::snapshot::Snapshot;
+use crate::core::{self, CoreContext};
+use crate::ids::{CoreId, Epoch};
+use crate::rt;
+
+/// Where the configuration comes from (the CLI's `-c`, `-u`, `-d`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config_path: PathBuf,
+    pub users_path: PathBuf,
+    pub database_urls: Vec<String>,
+}
+
+/// Exit codes of `sleddog run`.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_CONFIG: i32 = 1;
+pub const EXIT_STARTUP: i32 = 2;
+
+/// Loads the configuration, logging warnings; every error is logged, all at once.
+pub fn load_config(options: &Options) -> Option<config::Config> {
+    match config::load(
+        &options.config_path,
+        &options.users_path,
+        &options.database_urls,
+    ) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            Some(loaded.config)
+        }
+        Err(errors) => {
+            for error in &errors.0 {
+                tracing::error!("{error}");
+            }
+            None
+        }
+    }
+}
+
+/// Runs sleddog until shutdown; returns the process exit code.
+pub fn run(options: Options) -> i32 {
+    let Some(config) = load_config(&options) else {
+        return EXIT_CONFIG;
+    };
+    let addr = match listen_addr(&config.general.host, config.general.port) {
+        Ok(addr) => addr,
+        Err(error) => {
+            tracing::error!(%error, "cannot resolve [general] host/port");
+            return EXIT_CONFIG;
+        }
+    };
+    let mut epoch = Epoch(1);
+    let snapshot = Arc::new(Snapshot::build(&config, epoch));
+    let (from_core_tx, from_core_rx) = unbounded();
+    let cores = match start_cores(&snapshot, addr, &from_core_tx) {
+        Ok(cores) => cores,
+        Err(error) => {
+            tracing::error!(%error, "cannot start cores");
+            return EXIT_STARTUP;
+        }
+    };
+    let signals = match signal_channel() {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::error!(%error, "cannot install signal handlers");
+            return EXIT_STARTUP;
+        }
+    };
+    tracing::info!(%addr, workers = cores.len(), "sleddog listening");
+
+    let mut stopped = 0usize;
+    let mut shutdown_deadline: Option<Instant> = None;
+    loop {
+        let tick = shutdown_deadline
+            .map(|d| d.saturating_duration_since(Instant::now()) + Duration::from_secs(1))
+            .unwrap_or(Duration::from_secs(3600));
+        select! {
+            recv(signals) -> signal => match signal {
+                Ok(SIGHUP) => {
+                    if let Some(config) = load_config(&options) {
+                        epoch = Epoch(epoch.0 + 1);
+                        let snapshot = Arc::new(Snapshot::build(&config, epoch));
+                        broadcast(&cores, || ToCore::Config(snapshot.clone()));
+                        tracing::info!(epoch = epoch.0, "configuration reloaded");
+                    } else {
+                        tracing::error!("reload failed; keeping the running configuration");
+                    }
+                }
+                Ok(SIGINT) if shutdown_deadline.is_none() => {
+                    let deadline = Instant::now() + snapshot.timeouts.shutdown;
+                    tracing::info!("graceful shutdown: waiting for transactions to finish");
+                    broadcast(&cores, || ToCore::Shutdown { deadline });
+                    shutdown_deadline = Some(deadline);
+                }
+                Ok(SIGINT) | Ok(SIGTERM) => {
+                    tracing::info!("fast shutdown");
+                    return EXIT_OK;
+                }
+                _ => {}
+            },
+            recv(from_core_rx) -> message => match message {
+                Ok(FromCore::Cancel { pid, secret }) => {
+                    if let Some(core) = cores.get(usize::from(pid.core().0)) {
+                        let _ = core.send(ToCore::Cancel { pid, secret });
+                    }
+                }
+                Ok(FromCore::Stopped(core)) => {
+                    tracing::debug!(%core, "core stopped");
+                    stopped += 1;
+                    if stopped == cores.len() {
+                        return EXIT_OK;
+                    }
+                }
+                Err(_) => return EXIT_OK,
+            },
+            default(tick) => {
+                if shutdown_deadline.is_some_and(|d| Instant::now() > d) {
+                    tracing::warn!("shutdown_timeout passed; exiting");
+                    return EXIT_OK;
+                }
+            }
+        }
+    }
+}
+
+fn listen_addr(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "host resolves to nothing")
+    })
+}
+
+fn broadcast(cores: &[Sender<ToCore>], message: impl Fn() -> ToCore) {
+    for core in cores {
+        // A core that has exited has nothing left to tell.
+        let _ = core.send(message());
+    }
+}
+
+/// Starts one pinned executor per worker; returns each core's inbox.
+fn start_cores(
+    snapshot: &Arc<Snapshot>,
+    addr: SocketAddr,
+    from_core: &Sender<FromCore>,
+) -> std::io::Result<Vec<Sender<ToCore>>> {
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|id| id.id).collect())
+        .unwrap_or_default();
+    let mut inboxes = Vec::with_capacity(snapshot.workers);
+    for index in 0..snapshot.workers {
+        let (tx, rx) = unbounded();
+        let context = CoreContext {
+            id: CoreId(index as u16),
+            snapshot: snapshot.clone(),
+            inbox: rx,
+            outbox: from_core.clone(),
+            addr,
+        };
+        let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
+        rt::start_executor(format!("sleddog-core-{index}"), cpu, move || {
+            core::run(context)
+        })?;
+        inboxes.push(tx);
+    }
+    Ok(inboxes)
+}
+
+/// Signals arrive on a helper thread and are forwarded as plain numbers.
+fn signal_channel() -> std::io::Result<Receiver<i32>> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGINT, SIGTERM])?;
+    let (tx, rx) = unbounded();
+    std::thread::Builder::new()
+        .name("sleddog-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if tx.send(signal).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(rx)
+}

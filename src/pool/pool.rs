@@ -1,0 +1,302 @@
+//! A per-core pool of connections to one Postgres server for one (database, user).
+//!
+//! The permit semaphore bounds how many connections this core may hold open to
+//! the server at once (its share of `pool_size`); waiting for a permit is the
+//! checkout queue, FIFO-fair. A checked-out connection travels as a
+//! [`PooledConn`]; dropping it instead of checking it in closes the connection,
+//! so a session that dies in any state can never return a dirty connection.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::{Deref, DerefMut};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::pool::server_conn::{ScramCache, ServerConn, ServerError, ServerLogin};
+use crate::rt::{self, Permit, Semaphore};
+
+/// Timeouts a checkout obeys.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckoutLimits {
+    pub checkout: Duration,
+    pub connect: Duration,
+}
+
+/// Lifetimes the pool enforces on idle connections.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleLimits {
+    pub idle: Duration,
+    pub lifetime: Duration,
+}
+
+#[derive(Debug)]
+pub enum CheckoutError {
+    /// No connection became free within `checkout_timeout`.
+    Timeout,
+    /// A new connection could not be opened.
+    Connect(ServerError),
+    /// The pool was retired by a reload while waiting.
+    Retired,
+}
+
+impl fmt::Display for CheckoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckoutError::Timeout => write!(f, "timed out waiting for a server connection"),
+            CheckoutError::Connect(error) => write!(f, "could not connect to the server: {error}"),
+            CheckoutError::Retired => write!(f, "the pool was reconfigured"),
+        }
+    }
+}
+
+pub struct ServerPool {
+    /// host:port as configured, resolved at each connect (DNS may change).
+    host: String,
+    port: u16,
+    login: ServerLogin,
+    size: usize,
+    min_size: usize,
+    idle: RefCell<Vec<ServerConn>>,
+    permits: Rc<Semaphore>,
+    /// Connections open: idle + checked out + being opened.
+    open: Cell<usize>,
+    retired: Cell<bool>,
+    /// Server parameters from the first login, sent to clients at their login.
+    params: RefCell<Option<Rc<Vec<(String, String)>>>>,
+    scram: Rc<ScramCache>,
+    limits: Cell<IdleLimits>,
+}
+
+impl ServerPool {
+    pub fn new(
+        host: String,
+        port: u16,
+        login: ServerLogin,
+        size: usize,
+        min_size: usize,
+        limits: IdleLimits,
+        scram: Rc<ScramCache>,
+    ) -> Rc<ServerPool> {
+        let size = size.max(1);
+        Rc::new(ServerPool {
+            host,
+            port,
+            login,
+            size,
+            min_size: min_size.min(size),
+            idle: RefCell::new(Vec::new()),
+            permits: Rc::new(Semaphore::new(size as u64)),
+            open: Cell::new(0),
+            retired: Cell::new(false),
+            params: RefCell::new(None),
+            scram,
+            limits: Cell::new(limits),
+        })
+    }
+
+    /// True when this pool serves the same server with the same login and size.
+    pub fn same_as(&self, host: &str, port: u16, login: &ServerLogin, size: usize) -> bool {
+        self.host == host && self.port == port && &self.login == login && self.size == size
+    }
+
+    pub fn set_limits(&self, limits: IdleLimits) {
+        self.limits.set(limits);
+    }
+
+    fn addr(&self) -> Result<SocketAddr, ServerError> {
+        (self.host.as_str(), self.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or(ServerError::Closed)
+    }
+
+    /// Takes a clean idle connection or opens one, waiting for a permit at most
+    /// `limits.checkout`.
+    pub async fn checkout(
+        self: &Rc<Self>,
+        limits: CheckoutLimits,
+    ) -> Result<PooledConn, CheckoutError> {
+        if self.retired.get() {
+            return Err(CheckoutError::Retired);
+        }
+        let permit = match self.permits.try_acquire_static_permit(1) {
+            Ok(permit) => permit,
+            Err(_) => rt::timeout(limits.checkout, self.permits.acquire_static_permit(1))
+                .await
+                .ok_or(CheckoutError::Timeout)?
+                .map_err(|_| CheckoutError::Retired)?,
+        };
+        let now = Instant::now();
+        while let Some(conn) = self.idle.borrow_mut().pop() {
+            if self.usable(&conn, now) {
+                return Ok(self.wrap(conn, permit));
+            }
+            tracing::debug!(host = %self.host, "closing an idle connection that is not clean");
+            self.closed_one();
+        }
+        let conn = self.open_one(limits.connect).await?;
+        Ok(self.wrap(conn, permit))
+    }
+
+    fn wrap(self: &Rc<Self>, conn: ServerConn, permit: Permit) -> PooledConn {
+        PooledConn {
+            conn: Some(conn),
+            _permit: permit,
+            pool: self.clone(),
+        }
+    }
+
+    async fn open_one(&self, timeout: Duration) -> Result<ServerConn, CheckoutError> {
+        self.open.set(self.open.get() + 1);
+        let result = match self.addr() {
+            Ok(addr) => ServerConn::connect(addr, &self.login, timeout, &self.scram).await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(conn) => {
+                if self.params.borrow().is_none() {
+                    *self.params.borrow_mut() = Some(Rc::new(conn.params.clone()));
+                }
+                Ok(conn)
+            }
+            Err(error) => {
+                self.closed_one();
+                tracing::warn!(host = %self.host, port = self.port, %error, "server connect failed");
+                Err(CheckoutError::Connect(error))
+            }
+        }
+    }
+
+    fn usable(&self, conn: &ServerConn, now: Instant) -> bool {
+        let limits = self.limits.get();
+        now.duration_since(conn.created) < limits.lifetime && conn.looks_clean()
+    }
+
+    fn closed_one(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+    }
+
+    /// Returns a connection the caller has proven clean (ReadyForQuery Idle,
+    /// nothing outstanding). Past its lifetime or in a retired pool, it is closed.
+    pub fn checkin(&self, mut pooled: PooledConn) {
+        let Some(mut conn) = pooled.conn.take() else {
+            return;
+        };
+        let now = Instant::now();
+        if self.retired.get() || now.duration_since(conn.created) >= self.limits.get().lifetime {
+            self.closed_one();
+            return;
+        }
+        debug_assert!(conn.buf.is_empty(), "checked in with unread server bytes");
+        conn.last_used = now;
+        self.idle.borrow_mut().push(conn);
+        // `pooled` drops here and releases its permit after the conn is idle, so
+        // the next waiter finds it.
+    }
+
+    /// Server parameters for a client's login; opens a connection to learn them
+    /// the first time.
+    pub async fn params(
+        self: &Rc<Self>,
+        limits: CheckoutLimits,
+    ) -> Result<Rc<Vec<(String, String)>>, CheckoutError> {
+        if let Some(params) = self.params.borrow().as_ref() {
+            return Ok(params.clone());
+        }
+        let conn = self.checkout(limits).await?;
+        let params = Rc::new(conn.params.clone());
+        self.checkin(conn);
+        Ok(params)
+    }
+
+    /// Closes idle connections past `idle_timeout` (keeping `min_pool_size`) or
+    /// past `server_lifetime`, then opens connections up to `min_pool_size`.
+    pub async fn maintain(self: &Rc<Self>, now: Instant, connect_timeout: Duration) {
+        let limits = self.limits.get();
+        {
+            let mut idle = self.idle.borrow_mut();
+            let before = idle.len();
+            let mut keep = self.min_size;
+            // Oldest idle first in the Vec (checkin pushes to the back).
+            idle.retain(|conn| {
+                let expired = now.duration_since(conn.created) >= limits.lifetime;
+                let idle_too_long = now.duration_since(conn.last_used) >= limits.idle;
+                let keep_this = !expired && (!idle_too_long || keep > 0);
+                if keep_this && idle_too_long {
+                    keep -= 1;
+                }
+                keep_this
+            });
+            let closed = before - idle.len();
+            self.open.set(self.open.get().saturating_sub(closed));
+        }
+        if self.retired.get() {
+            return;
+        }
+        while self.open.get() < self.min_size {
+            let Ok(permit) = self.permits.try_acquire_static_permit(1) else {
+                return;
+            };
+            match self.open_one(connect_timeout).await {
+                Ok(conn) => self.checkin(self.wrap(conn, permit)),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Stops handing out connections: idle ones close now, busy ones at checkin.
+    pub fn retire(&self) {
+        self.retired.set(true);
+        let closed = self.idle.borrow_mut().drain(..).count();
+        self.open.set(self.open.get().saturating_sub(closed));
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.get()
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().len()
+    }
+}
+
+/// A checked-out server connection. Check it in with [`ServerPool::checkin`]
+/// when clean; dropping it closes the connection.
+pub struct PooledConn {
+    conn: Option<ServerConn>,
+    _permit: Permit,
+    pool: Rc<ServerPool>,
+}
+
+impl PooledConn {
+    pub fn pool(&self) -> &Rc<ServerPool> {
+        &self.pool
+    }
+}
+
+impl Deref for PooledConn {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.conn
+            .as_ref()
+            .expect("a PooledConn holds its conn until checkin")
+    }
+}
+
+impl DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn
+            .as_mut()
+            .expect("a PooledConn holds its conn until checkin")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            tracing::debug!("closing a server connection that was not checked in");
+            self.pool.closed_one();
+        }
+    }
+}

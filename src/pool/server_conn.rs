@@ -1,0 +1,378 @@
+//! One TCP connection from this core to a Postgres server: login, authentication,
+//! and the small amount of state the pool needs to judge whether it is clean.
+//!
+//! Must not: know about clients or routing. The session drives the socket directly
+//! while it holds the connection (`stream`, `buf`); this file only logs in, resets,
+//! and runs the pool's own statements.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::auth::{self, AuthError, ScramClient};
+use crate::protocol::backend::{Authentication, BackendMessage, TransactionStatus};
+use crate::protocol::startup::{self, ProtocolVersion};
+use crate::protocol::{frame, write, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
+use crate::rt::{self, AsyncReadExt, AsyncWriteExt, TcpStream};
+
+/// What a server connection logs in with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLogin {
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+}
+
+/// PBKDF2 results per (password, salt, iterations), kept per core so a pool that
+/// opens many connections derives the SCRAM key once.
+#[derive(Default)]
+pub struct ScramCache {
+    salted: RefCell<HashMap<(String, Vec<u8>, u32), [u8; 32]>>,
+}
+
+impl ScramCache {
+    /// Bounded: a cache this large means salts keep changing; start over.
+    const LIMIT: usize = 1024;
+
+    fn salted_password(&self, password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
+        let key = (password.to_owned(), salt.to_vec(), iterations);
+        if let Some(salted) = self.salted.borrow().get(&key) {
+            return *salted;
+        }
+        let salted = auth::salted_password(password, salt, iterations);
+        let mut cache = self.salted.borrow_mut();
+        if cache.len() >= Self::LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, salted);
+        salted
+    }
+}
+
+/// Why a server connection could not be opened or used.
+#[derive(Debug)]
+pub enum ServerError {
+    Io(std::io::Error),
+    ConnectTimeout,
+    /// Postgres answered with an ErrorResponse during login or a pool statement.
+    Rejected {
+        sqlstate: String,
+        message: String,
+    },
+    Protocol(ProtocolError),
+    Auth(AuthError),
+    /// Postgres asked for an authentication method sleddog does not speak.
+    UnsupportedAuth(&'static str),
+    /// Postgres asked for a password and none is configured.
+    NoPassword,
+    /// The connection closed.
+    Closed,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Io(error) => write!(f, "{error}"),
+            ServerError::ConnectTimeout => write!(f, "connect timeout"),
+            ServerError::Rejected { sqlstate, message } => write!(f, "{message} ({sqlstate})"),
+            ServerError::Protocol(error) => write!(f, "protocol error: {error}"),
+            ServerError::Auth(error) => write!(f, "authentication: {error}"),
+            ServerError::UnsupportedAuth(method) => {
+                write!(f, "server asked for unsupported authentication {method}")
+            }
+            ServerError::NoPassword => write!(f, "server asked for a password; none configured"),
+            ServerError::Closed => write!(f, "server closed the connection"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<std::io::Error> for ServerError {
+    fn from(error: std::io::Error) -> Self {
+        ServerError::Io(error)
+    }
+}
+
+impl From<ProtocolError> for ServerError {
+    fn from(error: ProtocolError) -> Self {
+        ServerError::Protocol(error)
+    }
+}
+
+impl From<AuthError> for ServerError {
+    fn from(error: AuthError) -> Self {
+        ServerError::Auth(error)
+    }
+}
+
+/// The server's half of a cancel key, to cancel what runs on this connection.
+#[derive(Debug, Clone)]
+pub struct CancelKey {
+    pub addr: SocketAddr,
+    pub process_id: u32,
+    pub secret_key: Bytes,
+}
+
+/// Read buffer growth step.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet consumed.
+    pub buf: BytesMut,
+    pub cancel_key: CancelKey,
+    /// ParameterStatus values reported at login and since.
+    pub params: Vec<(String, String)>,
+    pub created: Instant,
+    pub last_used: Instant,
+}
+
+impl ServerConn {
+    /// Connects and logs in within `timeout`.
+    pub async fn connect(
+        addr: SocketAddr,
+        login: &ServerLogin,
+        timeout: Duration,
+        scram: &ScramCache,
+    ) -> Result<ServerConn, ServerError> {
+        match rt::timeout(timeout, Self::connect_inner(addr, login, timeout, scram)).await {
+            Some(result) => result,
+            None => Err(ServerError::ConnectTimeout),
+        }
+    }
+
+    async fn connect_inner(
+        addr: SocketAddr,
+        login: &ServerLogin,
+        timeout: Duration,
+        scram: &ScramCache,
+    ) -> Result<ServerConn, ServerError> {
+        let stream = rt::connect(addr, timeout).await.map_err(|error| {
+            if error.kind() == std::io::ErrorKind::TimedOut {
+                ServerError::ConnectTimeout
+            } else {
+                ServerError::Io(error)
+            }
+        })?;
+        let now = Instant::now();
+        let mut conn = ServerConn {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            cancel_key: CancelKey {
+                addr,
+                process_id: 0,
+                secret_key: Bytes::new(),
+            },
+            params: Vec::new(),
+            created: now,
+            last_used: now,
+        };
+        let mut out = BytesMut::with_capacity(256);
+        startup::encode_startup(
+            ProtocolVersion { major: 3, minor: 0 },
+            &[
+                ("user", login.user.as_str()),
+                ("database", login.database.as_str()),
+                ("application_name", "sleddog"),
+            ],
+            &mut out,
+        );
+        conn.stream.write_all(&out).await?;
+        conn.authenticate(login, scram).await?;
+        conn.finish_login().await?;
+        Ok(conn)
+    }
+
+    /// Reads one whole message from the server.
+    pub async fn read_message(&mut self) -> Result<Bytes, ServerError> {
+        loop {
+            if let Some(message) = frame::split(&mut self.buf, DEFAULT_MAX_MESSAGE_LEN)? {
+                return Ok(message);
+            }
+            if read_more(&mut self.stream, &mut self.buf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+        }
+    }
+
+    async fn send(&mut self, out: &mut BytesMut) -> Result<(), ServerError> {
+        self.stream.write_all(out).await?;
+        out.clear();
+        Ok(())
+    }
+
+    async fn authenticate(
+        &mut self,
+        login: &ServerLogin,
+        scram: &ScramCache,
+    ) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        let mut scram_client: Option<ScramClient> = None;
+        loop {
+            let message = self.read_message().await?;
+            match BackendMessage::decode(&message)? {
+                BackendMessage::Authentication(Authentication::Ok) => return Ok(()),
+                BackendMessage::Authentication(Authentication::CleartextPassword) => {
+                    let password = login.password.as_deref().ok_or(ServerError::NoPassword)?;
+                    write::password_message(&mut out, password);
+                }
+                BackendMessage::Authentication(Authentication::Md5Password { salt }) => {
+                    let password = login.password.as_deref().ok_or(ServerError::NoPassword)?;
+                    let hashed = auth::md5_hash(&login.user, password, salt);
+                    write::password_message(&mut out, &hashed);
+                }
+                BackendMessage::Authentication(Authentication::Sasl { mechanisms }) => {
+                    if !mechanisms.contains(&"SCRAM-SHA-256") {
+                        return Err(ServerError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
+                    }
+                    let password = login.password.as_deref().ok_or(ServerError::NoPassword)?;
+                    let client = ScramClient::new(password, auth::random_bytes());
+                    write::sasl_initial_response(&mut out, "SCRAM-SHA-256", &client.client_first());
+                    scram_client = Some(client);
+                }
+                BackendMessage::Authentication(Authentication::SaslContinue(data)) => {
+                    let client = scram_client
+                        .as_mut()
+                        .ok_or(ServerError::UnsupportedAuth("SASL continue before start"))?;
+                    let password = login.password.as_deref().ok_or(ServerError::NoPassword)?;
+                    let reply = client.server_first(data, |salt, iterations| {
+                        scram.salted_password(password, salt, iterations)
+                    })?;
+                    write::sasl_response(&mut out, &reply);
+                }
+                BackendMessage::Authentication(Authentication::SaslFinal(data)) => {
+                    let client = scram_client
+                        .as_ref()
+                        .ok_or(ServerError::UnsupportedAuth("SASL final before start"))?;
+                    client.server_final(data)?;
+                }
+                BackendMessage::Authentication(Authentication::Other(_)) => {
+                    return Err(ServerError::UnsupportedAuth("GSS/SSPI/Kerberos"));
+                }
+                BackendMessage::ErrorResponse(fields) => return Err(rejected(&fields)),
+                _ => {}
+            }
+            if !out.is_empty() {
+                self.send(&mut out).await?;
+            }
+        }
+    }
+
+    /// After AuthenticationOk: ParameterStatus and BackendKeyData until ReadyForQuery.
+    async fn finish_login(&mut self) -> Result<(), ServerError> {
+        loop {
+            let message = self.read_message().await?;
+            match BackendMessage::decode(&message)? {
+                BackendMessage::ParameterStatus { name, value } => self.set_param(name, value),
+                BackendMessage::BackendKeyData {
+                    process_id,
+                    secret_key,
+                } => {
+                    self.cancel_key.process_id = process_id;
+                    self.cancel_key.secret_key = Bytes::copy_from_slice(secret_key);
+                }
+                BackendMessage::ReadyForQuery(_) => return Ok(()),
+                BackendMessage::ErrorResponse(fields) => return Err(rejected(&fields)),
+                _ => {}
+            }
+        }
+    }
+
+    pub fn set_param(&mut self, name: &str, value: &str) {
+        match self.params.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = value.to_owned(),
+            None => self.params.push((name.to_owned(), value.to_owned())),
+        }
+    }
+
+    /// Runs one statement of the pool's own (reset, rollback) and reads through
+    /// ReadyForQuery, which must say Idle.
+    pub async fn execute(&mut self, sql: &str) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        write::query(&mut out, sql);
+        self.send(&mut out).await?;
+        let mut failure = None;
+        loop {
+            let message = self.read_message().await?;
+            match BackendMessage::decode(&message)? {
+                BackendMessage::ErrorResponse(fields) => failure = Some(rejected(&fields)),
+                BackendMessage::ParameterStatus { name, value } => self.set_param(name, value),
+                BackendMessage::ReadyForQuery(status) => {
+                    if let Some(error) = failure {
+                        return Err(error);
+                    }
+                    if status != TransactionStatus::Idle {
+                        return Err(ServerError::Rejected {
+                            sqlstate: "25000".into(),
+                            message: "still in a transaction after reset".into(),
+                        });
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// No bytes waiting and the peer has not closed: safe to hand out.
+    pub fn looks_clean(&self) -> bool {
+        self.buf.is_empty() && !rt::has_pending_input_or_eof(&self.stream)
+    }
+}
+
+fn rejected(fields: &crate::protocol::backend::ErrorFields<'_>) -> ServerError {
+    ServerError::Rejected {
+        sqlstate: fields.code().unwrap_or("XX000").to_owned(),
+        message: fields.message().unwrap_or("unknown error").to_owned(),
+    }
+}
+
+/// Reads whatever is available into the spare capacity of `buf`; returns the
+/// number of bytes read (0: the peer closed).
+///
+/// Cancel-safe: the relay races two reads and drops the loser, so the buffer's
+/// length is restored on every path, including a drop mid-await.
+pub async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let start = buf.len();
+    if buf.capacity() - start < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    // Zero only one chunk of the spare room: after a large message the capacity
+    // may be megabytes, and zeroing it all on every read would dominate.
+    let end = buf.capacity().min(start + READ_CHUNK);
+    buf.resize(end, 0);
+    let mut guard = TruncateOnDrop { buf, len: start };
+    let n = stream.read(&mut guard.buf[start..]).await?;
+    guard.len = start + n;
+    Ok(n)
+}
+
+/// Restores a buffer's length to `len` when dropped.
+struct TruncateOnDrop<'a> {
+    buf: &'a mut BytesMut,
+    len: usize,
+}
+
+impl Drop for TruncateOnDrop<'_> {
+    fn drop(&mut self) {
+        self.buf.truncate(self.len);
+    }
+}
+
+/// Sends a CancelRequest for whatever `key`'s backend is running now.
+pub async fn send_cancel(key: &CancelKey, timeout: Duration) -> Result<(), ServerError> {
+    let mut stream = rt::connect(key.addr, timeout).await?;
+    let mut out = BytesMut::with_capacity(16);
+    startup::encode_cancel(key.process_id, &key.secret_key, &mut out);
+    stream.write_all(&out).await?;
+    // Postgres closes the connection without a reply; wait for that so the
+    // cancel is delivered before we report anything.
+    let mut byte = [0u8; 1];
+    let _ = rt::timeout(timeout, stream.read(&mut byte)).await;
+    Ok(())
+}

@@ -1,0 +1,691 @@
+//! The query loop: the hot path.
+//!
+//! Idle (no server connection): read the client until a complete request is in
+//! hand (a Query, Sync, Flush or FunctionCall ends one), then check out a server
+//! connection. Active: forward complete client messages to the server and the
+//! server's bytes to the client, one write per read, decoding only message
+//! headers, ReadyForQuery and fatal errors. When every request sent has had its
+//! ReadyForQuery, nothing is left unsynced and the server says Idle, the server
+//! connection is provably clean and goes back to the pool (transaction mode).
+//!
+//! A client that vanishes with work in flight (before its Sync, mid-COPY,
+//! mid-query) never has its work committed: the server connection is closed,
+//! never sent a Sync on the client's behalf. One that vanishes idle inside a
+//! transaction has it rolled back before the connection is reused.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Buf;
+
+use crate::control::snapshot::Snapshot;
+use crate::core::Core;
+use crate::pool::server_conn::read_more;
+use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn};
+use crate::protocol::backend::{BackendKind, BackendMessage, TransactionStatus};
+use crate::protocol::frontend::FrontendKind;
+use crate::protocol::write::{self, Severity};
+use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
+use crate::rt::{self, AsyncWriteExt};
+use crate::session::client::Client;
+use crate::session::SessionHandle;
+
+/// Postgres never sends a message over 1 GiB (MaxAllocSize).
+const MAX_SERVER_MESSAGE_LEN: usize = 1 << 30;
+
+/// What the relay needs from the configuration, copied once per session.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub session_mode: bool,
+    pub checkout: CheckoutLimits,
+    pub query_timeout: Option<Duration>,
+    pub client_idle_timeout: Option<Duration>,
+}
+
+impl RelaySettings {
+    pub fn from_snapshot(snapshot: &Snapshot, session_mode: bool) -> RelaySettings {
+        RelaySettings {
+            session_mode,
+            checkout: CheckoutLimits {
+                checkout: snapshot.timeouts.checkout,
+                connect: snapshot.timeouts.connect,
+            },
+            query_timeout: snapshot.timeouts.query,
+            client_idle_timeout: snapshot.timeouts.client_idle,
+        }
+    }
+}
+
+/// Complete client messages at the front of the buffer, as far as they go.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ClientBatch {
+    /// Bytes of complete messages before any Terminate.
+    len: usize,
+    /// Messages that each earn a ReadyForQuery: Query, Sync, FunctionCall.
+    sync_points: u32,
+    flush: bool,
+    /// Extended-protocol messages after the last sync point.
+    unsynced: bool,
+    terminate: bool,
+}
+
+fn scan_client(buf: &[u8], unsynced: bool) -> Result<ClientBatch, ProtocolError> {
+    let mut batch = ClientBatch {
+        unsynced,
+        ..ClientBatch::default()
+    };
+    let mut offset = 0;
+    while let Some(header) = frame::header(&buf[offset..], DEFAULT_MAX_MESSAGE_LEN)? {
+        if offset + header.total_len > buf.len() {
+            break;
+        }
+        match FrontendKind::from_tag(header.tag)? {
+            FrontendKind::Query | FrontendKind::Sync | FrontendKind::FunctionCall => {
+                batch.sync_points += 1;
+                batch.unsynced = false;
+            }
+            FrontendKind::Flush => batch.flush = true,
+            FrontendKind::Terminate => {
+                batch.terminate = true;
+                break;
+            }
+            FrontendKind::Parse
+            | FrontendKind::Bind
+            | FrontendKind::Describe
+            | FrontendKind::Execute
+            | FrontendKind::Close => batch.unsynced = true,
+            FrontendKind::CopyData | FrontendKind::CopyDone | FrontendKind::CopyFail => {}
+            FrontendKind::Password => {
+                return Err(ProtocolError::Malformed("password message after login"));
+            }
+        }
+        offset += header.total_len;
+        batch.len = offset;
+    }
+    Ok(batch)
+}
+
+/// What stopped a scan of server bytes.
+enum ServerEvent {
+    /// Nothing more to look at now.
+    More,
+    /// A FATAL/PANIC ErrorResponse of this length starts at the scan end: the
+    /// server is about to close.
+    Fatal(usize),
+}
+
+/// How the session ended, for logs.
+enum End {
+    ClientGone,
+    Protocol(ProtocolError),
+    Shutdown,
+    ClientIdle,
+}
+
+enum Wake {
+    Server(std::io::Result<usize>),
+    Client(std::io::Result<usize>),
+    QueryTimeout,
+    ClientIdle,
+    Shutdown,
+}
+
+pub struct Relay<'a> {
+    core: &'a Rc<Core>,
+    handle: &'a Rc<SessionHandle>,
+    cluster: Rc<Cluster>,
+    client: &'a mut Client,
+    settings: RelaySettings,
+    server: Option<PooledConn>,
+    /// ReadyForQuery messages the server still owes for requests sent.
+    pending: u32,
+    /// Extended-protocol messages sent after the last sync point.
+    unsynced: bool,
+    /// The server's transaction status at its last ReadyForQuery.
+    status: TransactionStatus,
+    /// Body bytes of a server message forwarded in part, still to forward.
+    partial: usize,
+    /// The server sent a FATAL error and will close.
+    server_dying: bool,
+    /// After a failed request ended by Flush: drop messages until Sync, as
+    /// Postgres does after an error in the extended protocol.
+    discard_until_sync: bool,
+}
+
+impl<'a> Relay<'a> {
+    pub fn new(
+        core: &'a Rc<Core>,
+        handle: &'a Rc<SessionHandle>,
+        cluster: Rc<Cluster>,
+        client: &'a mut Client,
+        settings: RelaySettings,
+    ) -> Relay<'a> {
+        Relay {
+            core,
+            handle,
+            cluster,
+            client,
+            settings,
+            server: None,
+            pending: 0,
+            unsynced: false,
+            status: TransactionStatus::Idle,
+            partial: 0,
+            server_dying: false,
+            discard_until_sync: false,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let end = loop {
+            let step = if self.server.is_some() {
+                self.active().await
+            } else {
+                self.idle().await
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        match end {
+            End::Protocol(error) => {
+                tracing::debug!(%error, "client protocol error");
+                self.client
+                    .fatal(error.sqlstate(), &error.to_string())
+                    .await;
+            }
+            End::Shutdown => {
+                self.client
+                    .fatal(
+                        "57P01",
+                        "terminating connection due to administrator command",
+                    )
+                    .await;
+            }
+            End::ClientIdle => {
+                self.client
+                    .fatal("57P05", "terminating connection due to idle timeout")
+                    .await;
+            }
+            End::ClientGone => {}
+        }
+        self.release_on_exit().await;
+    }
+
+    /// No server connection: wait for a complete request, then check one out.
+    async fn idle(&mut self) -> Result<(), End> {
+        if self.discard_until_sync {
+            return self.discard_to_sync().await;
+        }
+        let batch = scan_client(&self.client.buf, self.unsynced).map_err(End::Protocol)?;
+        let complete_request = batch.sync_points > 0 || batch.flush;
+        if batch.len > 0 && complete_request {
+            return self.start_request(batch).await;
+        }
+        if batch.terminate {
+            return Err(End::ClientGone);
+        }
+        self.wait_client_idle().await
+    }
+
+    /// Reads from the client with no server held, minding shutdown and
+    /// client_idle_timeout.
+    async fn wait_client_idle(&mut self) -> Result<(), End> {
+        if self.handle.shutdown.is_fired() {
+            return Err(End::Shutdown);
+        }
+        let shutdown = self.handle.shutdown.clone();
+        let idle_limit = self.settings.client_idle_timeout;
+        let client = &mut *self.client;
+        let wake = rt::race(async { Wake::Client(client.read_more().await) }, async {
+            rt::race(
+                async {
+                    shutdown.wait().await;
+                    Wake::Shutdown
+                },
+                async {
+                    match idle_limit {
+                        Some(limit) => rt::sleep(limit).await,
+                        None => rt::never().await,
+                    }
+                    Wake::ClientIdle
+                },
+            )
+            .await
+        })
+        .await;
+        match wake {
+            Wake::Client(Ok(n)) if n > 0 => Ok(()),
+            Wake::Shutdown => Err(End::Shutdown),
+            Wake::ClientIdle => Err(End::ClientIdle),
+            _ => Err(End::ClientGone),
+        }
+    }
+
+    /// Checks out a server connection for the request in hand and sends it.
+    async fn start_request(&mut self, batch: ClientBatch) -> Result<(), End> {
+        let pool = self.cluster.primary().clone();
+        self.handle.waiting.set(true);
+        self.handle.withdraw.reset();
+        let withdraw = self.handle.withdraw.clone();
+        let limits = self.settings.checkout;
+        let result = rt::race(pool.checkout(limits), async {
+            withdraw.wait().await;
+            Err(CheckoutError::Retired)
+        })
+        .await;
+        self.handle.waiting.set(false);
+        match result {
+            Ok(conn) => {
+                self.handle.set_server(Some(conn.cancel_key.clone()));
+                self.server = Some(conn);
+                self.status = TransactionStatus::Idle;
+                self.forward_client(batch).await
+            }
+            Err(error) => {
+                let (sqlstate, message) = if self.handle.withdraw.is_fired() {
+                    (
+                        "57014",
+                        "canceling statement due to user request".to_owned(),
+                    )
+                } else {
+                    checkout_failure(&error, &self.cluster.database)
+                };
+                self.fail_request(batch, sqlstate, &message).await
+            }
+        }
+    }
+
+    /// Answers a request no server will see: an error and a ReadyForQuery for
+    /// each sync point, as if each had failed on the server.
+    async fn fail_request(
+        &mut self,
+        batch: ClientBatch,
+        sqlstate: &str,
+        message: &str,
+    ) -> Result<(), End> {
+        let out = &mut self.client.out;
+        for _ in 0..batch.sync_points {
+            write::error_response(out, Severity::Error, sqlstate, message, None);
+            write::ready_for_query(out, TransactionStatus::Idle);
+        }
+        if batch.unsynced {
+            write::error_response(out, Severity::Error, sqlstate, message, None);
+            self.discard_until_sync = true;
+        }
+        self.unsynced = false;
+        self.client.buf.advance(batch.len);
+        self.client.flush().await.map_err(|_| End::ClientGone)
+    }
+
+    /// Drops client messages through the next Sync and answers it.
+    async fn discard_to_sync(&mut self) -> Result<(), End> {
+        loop {
+            let header =
+                frame::header(&self.client.buf, DEFAULT_MAX_MESSAGE_LEN).map_err(End::Protocol)?;
+            let Some(header) = header.filter(|h| h.total_len <= self.client.buf.len()) else {
+                return self.wait_client_idle().await;
+            };
+            let kind = FrontendKind::from_tag(header.tag).map_err(End::Protocol)?;
+            if kind == FrontendKind::Terminate {
+                return Err(End::ClientGone);
+            }
+            self.client.buf.advance(header.total_len);
+            if kind == FrontendKind::Sync {
+                self.discard_until_sync = false;
+                write::ready_for_query(&mut self.client.out, TransactionStatus::Idle);
+                return self.client.flush().await.map_err(|_| End::ClientGone);
+            }
+        }
+    }
+
+    /// Sends the batch's complete messages to the server in one write.
+    async fn forward_client(&mut self, batch: ClientBatch) -> Result<(), End> {
+        if batch.len > 0 {
+            let server = self.server.as_mut().expect("forward_client needs a server");
+            let sent = server.stream.write_all(&self.client.buf[..batch.len]).await;
+            self.client.buf.advance(batch.len);
+            self.pending += batch.sync_points;
+            self.unsynced = batch.unsynced;
+            if sent.is_err() {
+                return self.server_lost("08006", "server connection lost").await;
+            }
+        }
+        if batch.terminate {
+            return Err(End::ClientGone);
+        }
+        Ok(())
+    }
+
+    /// Holding a server connection: relay both ways until it can be released.
+    async fn active(&mut self) -> Result<(), End> {
+        let busy = self.pending > 0 || self.unsynced;
+        // Shutdown lets transactions finish: stop only between transactions.
+        let can_stop = !busy && self.status == TransactionStatus::Idle;
+        if can_stop && self.handle.shutdown.is_fired() {
+            return Err(End::Shutdown);
+        }
+        let query_timeout = self.settings.query_timeout.filter(|_| self.pending > 0);
+        let idle_timeout = self.settings.client_idle_timeout.filter(|_| !busy);
+        let shutdown = self.handle.shutdown.clone();
+        let server: &mut ServerConn = self.server.as_mut().expect("active needs a server");
+        let client = &mut *self.client;
+        let io = rt::race(
+            async { Wake::Server(read_more(&mut server.stream, &mut server.buf).await) },
+            async { Wake::Client(client.read_more().await) },
+        );
+        let wake = if query_timeout.is_none() && idle_timeout.is_none() && !can_stop {
+            io.await
+        } else {
+            rt::race(io, async {
+                rt::race(
+                    async {
+                        match (query_timeout, idle_timeout) {
+                            (Some(limit), _) => {
+                                rt::sleep(limit).await;
+                                Wake::QueryTimeout
+                            }
+                            (None, Some(limit)) => {
+                                rt::sleep(limit).await;
+                                Wake::ClientIdle
+                            }
+                            (None, None) => {
+                                rt::never().await;
+                                Wake::ClientIdle
+                            }
+                        }
+                    },
+                    async {
+                        if !can_stop {
+                            rt::never().await;
+                        }
+                        shutdown.wait().await;
+                        Wake::Shutdown
+                    },
+                )
+                .await
+            })
+            .await
+        };
+        match wake {
+            Wake::Server(Ok(n)) if n > 0 => self.relay_server().await,
+            Wake::Server(_) => self.server_lost("08006", "server connection lost").await,
+            Wake::Client(Ok(n)) if n > 0 => {
+                let batch = scan_client(&self.client.buf, self.unsynced).map_err(End::Protocol)?;
+                self.forward_client(batch).await
+            }
+            Wake::Client(_) => Err(End::ClientGone),
+            Wake::QueryTimeout => {
+                self.server_lost("57014", "canceling statement due to query_timeout")
+                    .await
+            }
+            Wake::ClientIdle => Err(End::ClientIdle),
+            Wake::Shutdown => Err(End::Shutdown),
+        }
+    }
+
+    /// Forwards what the server sent, then releases the connection if clean.
+    async fn relay_server(&mut self) -> Result<(), End> {
+        loop {
+            let server = self.server.as_mut().expect("relay_server needs a server");
+            let (len, event) = scan_server(
+                &server.buf,
+                &mut self.partial,
+                &mut self.pending,
+                &mut self.status,
+            );
+            if len > 0 {
+                let written = self.client.stream.write_all(&server.buf[..len]).await;
+                server.buf.advance(len);
+                written.map_err(|_| End::ClientGone)?;
+            }
+            match event {
+                Ok(ServerEvent::More) => break,
+                Ok(ServerEvent::Fatal(len)) => self.downgrade_fatal(len).await?,
+                Err(_) => {
+                    return self
+                        .server_lost("08P01", "server sent an invalid message")
+                        .await;
+                }
+            }
+        }
+        let clean = self.pending == 0 && !self.unsynced && self.status == TransactionStatus::Idle;
+        if clean && !self.settings.session_mode && !self.server_dying {
+            self.release();
+        }
+        Ok(())
+    }
+
+    /// A FATAL error means the server connection ends, not the client's session:
+    /// the client gets it as an ERROR and keeps its connection to sleddog.
+    async fn downgrade_fatal(&mut self, len: usize) -> Result<(), End> {
+        let server = self
+            .server
+            .as_mut()
+            .expect("downgrade_fatal needs a server");
+        let message = server.buf.split_to(len);
+        if let Ok(BackendMessage::ErrorResponse(fields)) = BackendMessage::decode(&message) {
+            let code = fields.code().unwrap_or("08006");
+            let text = fields.message().unwrap_or("server connection lost");
+            write::error_response(&mut self.client.out, Severity::Error, code, text, None);
+        }
+        self.server_dying = true;
+        self.client.flush().await.map_err(|_| End::ClientGone)
+    }
+
+    fn release(&mut self) {
+        if let Some(conn) = self.server.take() {
+            self.handle.set_server(None);
+            let pool = conn.pool().clone();
+            pool.checkin(conn);
+        }
+    }
+
+    /// The server connection is gone or given up on: drop it, tell the client,
+    /// and answer every ReadyForQuery it still waits for. Its next request gets
+    /// a fresh connection.
+    async fn server_lost(&mut self, sqlstate: &str, message: &str) -> Result<(), End> {
+        self.server = None;
+        self.handle.set_server(None);
+        let out = &mut self.client.out;
+        if !self.server_dying || self.pending == 0 {
+            write::error_response(out, Severity::Error, sqlstate, message, None);
+        }
+        for _ in 0..self.pending {
+            write::ready_for_query(out, TransactionStatus::Idle);
+        }
+        self.discard_until_sync = self.pending == 0 && self.unsynced;
+        self.pending = 0;
+        self.unsynced = false;
+        self.partial = 0;
+        self.server_dying = false;
+        self.status = TransactionStatus::Idle;
+        self.client.flush().await.map_err(|_| End::ClientGone)
+    }
+
+    /// The session is over: return the server connection only if it is clean or
+    /// can be made clean by a rollback; otherwise close it.
+    async fn release_on_exit(&mut self) {
+        let Some(mut conn) = self.server.take() else {
+            return;
+        };
+        self.handle.set_server(None);
+        let idle_between_requests = self.pending == 0 && !self.unsynced && !self.server_dying;
+        if !idle_between_requests || self.core.is_shutting_down() {
+            return; // dropping closes it; the server aborts anything open
+        }
+        if self.status != TransactionStatus::Idle && conn.execute("ROLLBACK").await.is_err() {
+            return;
+        }
+        if self.settings.session_mode && conn.execute("DISCARD ALL").await.is_err() {
+            return;
+        }
+        let pool = conn.pool().clone();
+        pool.checkin(conn);
+    }
+}
+
+/// Walks server messages from the front of `buf`: returns how many bytes can be
+/// forwarded now and why it stopped. Messages the proxy must read
+/// (ReadyForQuery, ErrorResponse) are forwarded only once whole; others are
+/// forwarded as their bytes arrive (`partial` remembers the rest of one).
+fn scan_server(
+    buf: &[u8],
+    partial: &mut usize,
+    pending: &mut u32,
+    status: &mut TransactionStatus,
+) -> (usize, Result<ServerEvent, ProtocolError>) {
+    let mut offset = (*partial).min(buf.len());
+    *partial -= offset;
+    if *partial > 0 {
+        return (offset, Ok(ServerEvent::More));
+    }
+    loop {
+        let header = match frame::header(&buf[offset..], MAX_SERVER_MESSAGE_LEN) {
+            Ok(Some(header)) => header,
+            Ok(None) => return (offset, Ok(ServerEvent::More)),
+            Err(error) => return (offset, Err(error)),
+        };
+        let available = buf.len() - offset;
+        let kind = match BackendKind::from_tag(header.tag) {
+            Ok(kind) => kind,
+            Err(error) => return (offset, Err(error)),
+        };
+        match kind {
+            BackendKind::ReadyForQuery | BackendKind::ErrorResponse => {
+                if header.total_len > available {
+                    return (offset, Ok(ServerEvent::More));
+                }
+                let message = &buf[offset..offset + header.total_len];
+                match BackendMessage::decode(message) {
+                    Ok(BackendMessage::ReadyForQuery(new_status)) => {
+                        *status = new_status;
+                        *pending = pending.saturating_sub(1);
+                    }
+                    Ok(BackendMessage::ErrorResponse(fields)) => {
+                        if matches!(fields.severity(), Some("FATAL") | Some("PANIC")) {
+                            return (offset, Ok(ServerEvent::Fatal(header.total_len)));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => return (offset, Err(error)),
+                }
+                offset += header.total_len;
+            }
+            _ => {
+                if header.total_len > available {
+                    *partial = header.total_len - available;
+                    return (buf.len(), Ok(ServerEvent::More));
+                }
+                offset += header.total_len;
+            }
+        }
+    }
+}
+
+fn checkout_failure(error: &CheckoutError, database: &str) -> (&'static str, String) {
+    match error {
+        CheckoutError::Timeout => (
+            "53300",
+            format!("no server connection for \"{database}\" became free within checkout_timeout"),
+        ),
+        CheckoutError::Connect(cause) => (
+            "08006",
+            format!("could not connect to the server for \"{database}\": {cause}"),
+        ),
+        CheckoutError::Retired => (
+            "57P01",
+            format!("the pool for \"{database}\" was reconfigured; retry"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
+        out.extend_from_slice(&[tag]);
+        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+
+    #[test]
+    fn client_batch_counts_sync_points_and_unsynced() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'P', b"\0select 1\0\0\0");
+        msg(&mut buf, b'B', b"\0\0\0\0\0\0\0\0");
+        msg(&mut buf, b'E', b"\0\0\0\0\0");
+        let batch = scan_client(&buf, false).unwrap();
+        assert_eq!(batch.sync_points, 0);
+        assert!(batch.unsynced);
+        assert!(!batch.flush);
+        msg(&mut buf, b'S', b"");
+        let batch = scan_client(&buf, false).unwrap();
+        assert_eq!(batch.sync_points, 1);
+        assert!(!batch.unsynced);
+        assert_eq!(batch.len, buf.len());
+    }
+
+    #[test]
+    fn client_batch_stops_at_incomplete_and_terminate() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'Q', b"select 1\0");
+        let whole = buf.len();
+        msg(&mut buf, b'X', b"");
+        msg(&mut buf, b'Q', b"select 2\0");
+        let batch = scan_client(&buf, false).unwrap();
+        assert_eq!(batch.len, whole);
+        assert!(batch.terminate);
+        let batch = scan_client(&buf[..whole + 2], false).unwrap();
+        assert_eq!(batch.len, whole);
+        assert!(!batch.terminate);
+    }
+
+    #[test]
+    fn client_batch_rejects_unknown_tag() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'!', b"");
+        assert!(scan_client(&buf, false).is_err());
+    }
+
+    #[test]
+    fn server_scan_forwards_partial_rows_but_waits_for_whole_ready_for_query() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'D', &[0u8; 100]);
+        msg(&mut buf, b'C', b"SELECT 1\0");
+        msg(&mut buf, b'Z', b"I");
+        let (mut partial, mut pending, mut status) = (0, 1, TransactionStatus::InTransaction);
+        // Half a DataRow: forwarded, 50-odd bytes still owed.
+        let (len, event) = scan_server(&buf[..60], &mut partial, &mut pending, &mut status);
+        assert_eq!(len, 60);
+        assert!(matches!(event, Ok(ServerEvent::More)));
+        assert_eq!(partial, 105 - 60);
+        // The rest minus the last byte of ReadyForQuery: stops before it.
+        let rest = &buf[60..buf.len() - 1];
+        let (len, _) = scan_server(rest, &mut partial, &mut pending, &mut status);
+        assert_eq!(len, rest.len() - 5);
+        assert_eq!(pending, 1);
+        let rest = &buf[60 + len..];
+        let (len, _) = scan_server(rest, &mut partial, &mut pending, &mut status);
+        assert_eq!(len, 6);
+        assert_eq!(pending, 0);
+        assert_eq!(status, TransactionStatus::Idle);
+    }
+
+    #[test]
+    fn server_scan_stops_before_fatal() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'N', b"SNOTICE\0C00000\0Mhi\0\0");
+        let notice = buf.len();
+        msg(&mut buf, b'E', b"SFATAL\0VFATAL\0C57P01\0Mbye\0\0");
+        let (mut partial, mut pending, mut status) = (0, 1, TransactionStatus::Idle);
+        let (len, event) = scan_server(&buf, &mut partial, &mut pending, &mut status);
+        assert_eq!(len, notice);
+        match event {
+            Ok(ServerEvent::Fatal(n)) => assert_eq!(n, buf.len() - notice),
+            _ => panic!("expected a fatal event"),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! What happens when things go wrong: clients that vanish mid-transaction or
+//! mid-pipeline, server backends that are terminated, Postgres restarts and
+//! outages, malformed and oversized client messages, and session mode reset.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::{config, connect, execute, flush, parse, query, sqlstate, tagged, Raw, USERS};
+use common::{free_port, pg, PgServer, Sleddog};
+use tokio_postgres::types::Type;
+
+/// Polls `check` until it returns true or `timeout` passes.
+fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+fn idle_in_transaction(server: &PgServer) -> i64 {
+    server
+        .psql(
+            "postgres",
+            "select count(*) from pg_stat_activity \
+             where application_name = 'sleddog' and state like 'idle in transaction%'",
+        )
+        .parse()
+        .unwrap()
+}
+
+fn trust_proxy(server: &PgServer, general: &str) -> Sleddog {
+    let general = format!("auth_type = \"trust\"\n{general}");
+    Sleddog::start(&config(free_port(), server.port(), &general), USERS)
+}
+
+#[test]
+fn client_killed_mid_transaction_leaves_nothing_open() {
+    let server = pg();
+    server.psql(
+        "sleddog",
+        "create table killed_rows (id int); grant all on killed_rows to public",
+    );
+    let proxy = trust_proxy(server, "");
+    let mut raw = Raw::login(proxy.port, "sd_scram", None);
+    raw.send(&query("begin; insert into killed_rows values (1)"));
+    let reply = raw.until_ready();
+    assert_eq!(reply.last().unwrap().body, b"T", "in a transaction");
+    raw.kill();
+    assert!(
+        eventually(Duration::from_secs(5), || idle_in_transaction(server) == 0),
+        "an idle transaction stayed open"
+    );
+    assert_eq!(
+        server.psql("sleddog", "select count(*) from killed_rows"),
+        "0"
+    );
+}
+
+#[test]
+fn client_gone_before_sync_commits_nothing() {
+    let server = pg();
+    server.psql(
+        "sleddog",
+        "create table presync_rows (id int); grant all on presync_rows to public",
+    );
+    let proxy = trust_proxy(server, "");
+    let mut raw = Raw::login(proxy.port, "sd_scram", None);
+    let mut batch = parse("insert into presync_rows values (1)");
+    batch.extend(common::proxy::bind_no_params());
+    batch.extend(execute());
+    batch.extend(flush());
+    raw.send(&batch);
+    // ParseComplete, BindComplete, CommandComplete: the insert ran, not committed.
+    for expected in [b'1', b'2', b'C'] {
+        assert_eq!(raw.recv().unwrap().tag, expected);
+    }
+    raw.kill();
+    assert!(eventually(Duration::from_secs(5), || {
+        server.psql(
+            "postgres",
+            "select count(*) from pg_stat_activity where application_name = 'sleddog' \
+             and state <> 'idle'",
+        ) == "0"
+    }));
+    assert_eq!(
+        server.psql("sleddog", "select count(*) from presync_rows"),
+        "0"
+    );
+}
+
+/// Clients loop `select` while their server backends are terminated: each gets
+/// at most an error per termination and goes on over the same connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn terminated_backends_under_looping_clients() {
+    let server = pg();
+    let port = free_port();
+    let _proxy = Sleddog::start(&config(port, server.port(), "default_pool_size = 4"), USERS);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let client = connect(port, "sd_scram", "scram_pw").await;
+                let (mut ok, mut failed) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match client
+                        .query_typed_one("select $1::int4", &[(&i, Type::INT4)])
+                        .await
+                    {
+                        Ok(row) => {
+                            assert_eq!(row.get::<_, i32>(0), i);
+                            ok += 1;
+                        }
+                        Err(error) => {
+                            assert!(sqlstate(&error).is_some(), "{error}");
+                            failed += 1;
+                        }
+                    }
+                }
+                // After the storm, the same connection works.
+                client.query_typed_one("select 1", &[]).await.unwrap();
+                (ok, failed)
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        server.psql(
+            "postgres",
+            "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'sleddog'",
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        let (ok, failed) = client.await.unwrap();
+        assert!(ok > 10, "only {ok} queries succeeded");
+        assert!(failed <= 3, "{failed} errors for 3 terminations");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restart_and_outage() {
+    let server = PgServer::start_new("restart");
+    let port = free_port();
+    let general = "connect_timeout = 1000\ncheckout_timeout = 1000";
+    let _proxy = Sleddog::start(&config(port, server.port(), general), USERS);
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    client.query_typed_one("select 1", &[]).await.unwrap();
+
+    server.stop();
+    let started = Instant::now();
+    let error = client.query_typed_one("select 1", &[]).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "error took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sqlstate(&error).as_deref(), Some("08006"), "{error}");
+    // A new client cannot log in while Postgres is down, and is told why.
+    let login = common::proxy::try_connect(port, "sd_scram", "scram_pw").await;
+    assert!(login.is_err());
+
+    server.start();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if client.query_typed_one("select 1", &[]).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the same client connection did not recover");
+
+    server.restart();
+    let mut errors = 0;
+    for _ in 0..20 {
+        if client.query_typed_one("select 1", &[]).await.is_err() {
+            errors += 1;
+        }
+    }
+    assert!(errors <= 1, "{errors} errors after a restart");
+}
+
+#[test]
+fn oversized_and_malformed_messages_get_a_fatal_error() {
+    let proxy = trust_proxy(pg(), "");
+    let mut raw = Raw::login(proxy.port, "sd_scram", None);
+    // A Query claiming 1 GiB: refused from the header alone.
+    let mut header = vec![b'Q'];
+    header.extend_from_slice(&(1u32 << 30).to_be_bytes());
+    raw.send(&header);
+    let error = raw.recv().expect("an error before close");
+    assert_eq!(error.tag, b'E');
+    assert_eq!(error.field(b'S').as_deref(), Some("FATAL"));
+    assert_eq!(error.sqlstate().as_deref(), Some("54000"));
+    assert!(raw.recv().is_none(), "connection closed");
+
+    let mut raw = Raw::login(proxy.port, "sd_scram", None);
+    raw.send(&tagged(b'!', b"junk"));
+    let error = raw.recv().expect("an error before close");
+    assert_eq!(error.sqlstate().as_deref(), Some("08P01"));
+    assert!(raw.recv().is_none());
+
+    // A length field under 4 is malformed too.
+    let mut raw = Raw::login(proxy.port, "sd_scram", None);
+    raw.send(&[b'Q', 0, 0, 0, 2]);
+    assert_eq!(raw.recv().unwrap().sqlstate().as_deref(), Some("08P01"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_mode_keeps_state_and_resets_between_clients() {
+    let port = free_port();
+    let general = "pooler_mode = \"session\"\ndefault_pool_size = 1\nworkers = 1";
+    let toml = config(port, pg().port(), "").replace("workers = 2", general);
+    let _proxy = Sleddog::start(&toml, USERS);
+    let first = connect(port, "sd_scram", "scram_pw").await;
+    first
+        .batch_execute("set application_name = 'first_client'")
+        .await
+        .unwrap();
+    let pid: i32 = first
+        .query_typed_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let name: String = first
+        .query_typed_one("show application_name", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "first_client");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = connect(port, "sd_scram", "scram_pw").await;
+    let row = second
+        .query_typed_one(
+            "select pg_backend_pid(), current_setting('application_name')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i32>(0),
+        pid,
+        "the pooled connection was reused"
+    );
+    assert_ne!(
+        row.get::<_, String>(1),
+        "first_client",
+        "session state leaked"
+    );
+}
