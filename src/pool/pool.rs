@@ -184,11 +184,12 @@ impl ServerPool {
             return;
         };
         let now = Instant::now();
-        if self.retired.get() || now.duration_since(conn.created) >= self.limits.get().lifetime {
+        let expired = now.duration_since(conn.created) >= self.limits.get().lifetime;
+        if self.retired.get() || expired || !conn.buf.is_empty() {
+            // Unread bytes mean the caller could not prove it clean: close it.
             self.closed_one();
             return;
         }
-        debug_assert!(conn.buf.is_empty(), "checked in with unread server bytes");
         conn.last_used = now;
         self.idle.borrow_mut().push(conn);
         // `pooled` drops here and releases its permit after the conn is idle, so

@@ -120,6 +120,8 @@ enum End {
     Protocol(ProtocolError),
     Shutdown,
     ClientIdle,
+    /// Session mode: the server connection, and so the session's state, is gone.
+    ServerGone,
 }
 
 enum Wake {
@@ -145,11 +147,12 @@ pub struct Relay<'a> {
     status: TransactionStatus,
     /// Body bytes of a server message forwarded in part, still to forward.
     partial: usize,
-    /// The server sent a FATAL error and will close.
-    server_dying: bool,
     /// After a failed request ended by Flush: drop messages until Sync, as
     /// Postgres does after an error in the extended protocol.
     discard_until_sync: bool,
+    /// The server connection died while the client sat idle in a transaction:
+    /// its next request is answered with an error, not run outside it.
+    lost_transaction: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -171,8 +174,8 @@ impl<'a> Relay<'a> {
             unsynced: false,
             status: TransactionStatus::Idle,
             partial: 0,
-            server_dying: false,
             discard_until_sync: false,
+            lost_transaction: false,
         }
     }
 
@@ -207,7 +210,8 @@ impl<'a> Relay<'a> {
                     .fatal("57P05", "terminating connection due to idle timeout")
                     .await;
             }
-            End::ClientGone => {}
+            End::ClientGone => tracing::debug!("client gone"),
+            End::ServerGone => {}
         }
         self.release_on_exit().await;
     }
@@ -220,6 +224,11 @@ impl<'a> Relay<'a> {
         let batch = scan_client(&self.client.buf, self.unsynced).map_err(End::Protocol)?;
         let complete_request = batch.sync_points > 0 || batch.flush;
         if batch.len > 0 && complete_request {
+            if self.lost_transaction {
+                self.lost_transaction = false;
+                let message = "the transaction was aborted: its server connection was lost";
+                return self.fail_request(batch, "08006", message).await;
+            }
             return self.start_request(batch).await;
         }
         if batch.terminate {
@@ -441,7 +450,14 @@ impl<'a> Relay<'a> {
             }
             match event {
                 Ok(ServerEvent::More) => break,
-                Ok(ServerEvent::Fatal(len)) => self.downgrade_fatal(len).await?,
+                Ok(ServerEvent::Fatal(len)) => {
+                    // The server closes after a FATAL: give up on it now rather
+                    // than forward anything more to it.
+                    let told = self.downgrade_fatal(len).await?;
+                    return self
+                        .server_lost_after(told, "08006", "server connection lost")
+                        .await;
+                }
                 Err(_) => {
                     return self
                         .server_lost("08P01", "server sent an invalid message")
@@ -449,28 +465,44 @@ impl<'a> Relay<'a> {
                 }
             }
         }
+        // Bytes after the last ReadyForQuery are the start of something the
+        // server sent unasked (a notice, a FATAL): keep the connection until
+        // they are whole and handled.
+        let drained = self.server.as_ref().is_some_and(|s| s.buf.is_empty());
         let clean = self.pending == 0 && !self.unsynced && self.status == TransactionStatus::Idle;
-        if clean && !self.settings.session_mode && !self.server_dying {
+        if clean && drained && !self.settings.session_mode {
             self.release();
         }
         Ok(())
     }
 
-    /// A FATAL error means the server connection ends, not the client's session:
-    /// the client gets it as an ERROR and keeps its connection to sleddog.
-    async fn downgrade_fatal(&mut self, len: usize) -> Result<(), End> {
+    /// In transaction mode a FATAL error ends the server connection, not the
+    /// client's session: a client waiting for a reply gets it as an ERROR and
+    /// keeps its connection to sleddog; an idle client is not told (its next
+    /// request gets a fresh connection). In session mode it stays FATAL.
+    /// Returns whether the client was sent the error.
+    async fn downgrade_fatal(&mut self, len: usize) -> Result<bool, End> {
         let server = self
             .server
             .as_mut()
             .expect("downgrade_fatal needs a server");
         let message = server.buf.split_to(len);
-        if let Ok(BackendMessage::ErrorResponse(fields)) = BackendMessage::decode(&message) {
-            let code = fields.code().unwrap_or("08006");
-            let text = fields.message().unwrap_or("server connection lost");
-            write::error_response(&mut self.client.out, Severity::Error, code, text, None);
+        let waiting = self.pending > 0 || self.unsynced;
+        if !waiting && !self.settings.session_mode {
+            return Ok(false);
         }
-        self.server_dying = true;
-        self.client.flush().await.map_err(|_| End::ClientGone)
+        let severity = if self.settings.session_mode {
+            Severity::Fatal
+        } else {
+            Severity::Error
+        };
+        let Ok(BackendMessage::ErrorResponse(fields)) = BackendMessage::decode(&message) else {
+            return Ok(false);
+        };
+        let code = fields.code().unwrap_or("08006");
+        let text = fields.message().unwrap_or("server connection lost");
+        write::error_response(&mut self.client.out, severity, code, text, None);
+        Ok(true)
     }
 
     fn release(&mut self) {
@@ -481,24 +513,57 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// The server connection is gone or given up on: drop it, tell the client,
-    /// and answer every ReadyForQuery it still waits for. Its next request gets
-    /// a fresh connection.
+    /// The server connection is gone or given up on: drop it and answer every
+    /// request the client still waits on with an error and a ReadyForQuery. Its
+    /// next request gets a fresh connection. In session mode the session ends,
+    /// as it would connected straight to Postgres.
     async fn server_lost(&mut self, sqlstate: &str, message: &str) -> Result<(), End> {
+        self.server_lost_after(false, sqlstate, message).await
+    }
+
+    /// As `server_lost`, when `told`: the first waiting request already has its error.
+    async fn server_lost_after(
+        &mut self,
+        told: bool,
+        sqlstate: &str,
+        message: &str,
+    ) -> Result<(), End> {
+        tracing::debug!(
+            pending = self.pending,
+            unsynced = self.unsynced,
+            told,
+            sqlstate,
+            message,
+            "server connection lost under a client"
+        );
         self.server = None;
         self.handle.set_server(None);
         let out = &mut self.client.out;
-        if !self.server_dying || self.pending == 0 {
-            write::error_response(out, Severity::Error, sqlstate, message, None);
+        if self.settings.session_mode {
+            if !told {
+                write::error_response(out, Severity::Fatal, sqlstate, message, None);
+            }
+            let _ = self.client.flush().await;
+            return Err(End::ServerGone);
         }
-        for _ in 0..self.pending {
+        for request in 0..self.pending {
+            if request > 0 || !told {
+                write::error_response(out, Severity::Error, sqlstate, message, None);
+            }
             write::ready_for_query(out, TransactionStatus::Idle);
         }
-        self.discard_until_sync = self.pending == 0 && self.unsynced;
+        if self.pending == 0 && self.unsynced {
+            // A Flush-ended request: its error now, its Sync answered later.
+            if !told {
+                write::error_response(out, Severity::Error, sqlstate, message, None);
+            }
+            self.discard_until_sync = true;
+        } else if self.pending == 0 && self.status != TransactionStatus::Idle {
+            self.lost_transaction = true;
+        }
         self.pending = 0;
         self.unsynced = false;
         self.partial = 0;
-        self.server_dying = false;
         self.status = TransactionStatus::Idle;
         self.client.flush().await.map_err(|_| End::ClientGone)
     }
@@ -510,7 +575,7 @@ impl<'a> Relay<'a> {
             return;
         };
         self.handle.set_server(None);
-        let idle_between_requests = self.pending == 0 && !self.unsynced && !self.server_dying;
+        let idle_between_requests = self.pending == 0 && !self.unsynced;
         if !idle_between_requests || self.core.is_shutting_down() {
             return; // dropping closes it; the server aborts anything open
         }
