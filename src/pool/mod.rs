@@ -5,15 +5,15 @@
 //! every server behind one logical database. Pool sizes in config are per
 //! process; each core gets `ceil(size / workers)` (see `Snapshot::per_core_share`).
 
-pub mod pool;
 pub mod server_conn;
+pub mod server_pool;
 
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-pub use pool::{CheckoutError, CheckoutLimits, IdleLimits, PooledConn, ServerPool};
 pub use server_conn::{ScramCache, ServerConn, ServerError, ServerLogin};
+pub use server_pool::{CheckoutError, CheckoutLimits, IdleLimits, PooledConn, ServerPool};
 
 use crate::config::{PoolerMode, Role};
 use crate::control::snapshot::Snapshot;

@@ -29,9 +29,12 @@ pub struct ServerLogin {
 
 /// PBKDF2 results per (password, salt, iterations), kept per core so a pool that
 /// opens many connections derives the SCRAM key once.
+/// (password, salt, iterations).
+type SaltKey = (String, Vec<u8>, u32);
+
 #[derive(Default)]
 pub struct ScramCache {
-    salted: RefCell<HashMap<(String, Vec<u8>, u32), [u8; 32]>>,
+    salted: RefCell<HashMap<SaltKey, [u8; 32]>>,
 }
 
 impl ScramCache {

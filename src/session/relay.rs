@@ -435,34 +435,33 @@ impl<'a> Relay<'a> {
 
     /// Forwards what the server sent, then releases the connection if clean.
     async fn relay_server(&mut self) -> Result<(), End> {
-        loop {
-            let server = self.server.as_mut().expect("relay_server needs a server");
-            let (len, event) = scan_server(
-                &server.buf,
-                &mut self.partial,
-                &mut self.pending,
-                &mut self.status,
-            );
-            if len > 0 {
-                let written = self.client.stream.write_all(&server.buf[..len]).await;
-                server.buf.advance(len);
-                written.map_err(|_| End::ClientGone)?;
+        // One scan covers every whole message read so far.
+        let server = self.server.as_mut().expect("relay_server needs a server");
+        let (len, event) = scan_server(
+            &server.buf,
+            &mut self.partial,
+            &mut self.pending,
+            &mut self.status,
+        );
+        if len > 0 {
+            let written = self.client.stream.write_all(&server.buf[..len]).await;
+            server.buf.advance(len);
+            written.map_err(|_| End::ClientGone)?;
+        }
+        match event {
+            Ok(ServerEvent::More) => {}
+            Ok(ServerEvent::Fatal(len)) => {
+                // The server closes after a FATAL: give up on it now rather
+                // than forward anything more to it.
+                let told = self.downgrade_fatal(len).await?;
+                return self
+                    .server_lost_after(told, "08006", "server connection lost")
+                    .await;
             }
-            match event {
-                Ok(ServerEvent::More) => break,
-                Ok(ServerEvent::Fatal(len)) => {
-                    // The server closes after a FATAL: give up on it now rather
-                    // than forward anything more to it.
-                    let told = self.downgrade_fatal(len).await?;
-                    return self
-                        .server_lost_after(told, "08006", "server connection lost")
-                        .await;
-                }
-                Err(_) => {
-                    return self
-                        .server_lost("08P01", "server sent an invalid message")
-                        .await;
-                }
+            Err(_) => {
+                return self
+                    .server_lost("08P01", "server sent an invalid message")
+                    .await;
             }
         }
         // Bytes after the last ReadyForQuery are the start of something the

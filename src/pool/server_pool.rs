@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use crate::pool::server_conn::{ScramCache, ServerConn, ServerError, ServerLogin};
 use crate::rt::{self, Permit, Semaphore};
 
+/// ParameterStatus name/value pairs a server reported at login.
+pub type ServerParams = Rc<Vec<(String, String)>>;
+
 /// Timeouts a checkout obeys.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckoutLimits {
@@ -63,7 +66,7 @@ pub struct ServerPool {
     open: Cell<usize>,
     retired: Cell<bool>,
     /// Server parameters from the first login, sent to clients at their login.
-    params: RefCell<Option<Rc<Vec<(String, String)>>>>,
+    params: RefCell<Option<ServerParams>>,
     scram: Rc<ScramCache>,
     limits: Cell<IdleLimits>,
 }
@@ -201,7 +204,7 @@ impl ServerPool {
     pub async fn params(
         self: &Rc<Self>,
         limits: CheckoutLimits,
-    ) -> Result<Rc<Vec<(String, String)>>, CheckoutError> {
+    ) -> Result<ServerParams, CheckoutError> {
         if let Some(params) = self.params.borrow().as_ref() {
             return Ok(params.clone());
         }
