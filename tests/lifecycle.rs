@@ -121,7 +121,7 @@ async fn sighup_sends_new_sessions_to_the_new_server() {
 /// Sessions connected before a reload that retired their pool reach the new
 /// server with their next transaction, instead of failing.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: sessions keep their login-time Cluster; after a reload retires its pool every request fails with 57P01 \"reconfigured; retry\", forever"]
+
 async fn sighup_moves_connected_sessions_at_their_next_transaction() {
     let (a_port, b_port) = ports();
     let port = free_port();

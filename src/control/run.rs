@@ -63,7 +63,7 @@ pub fn run(options: Options) -> i32 {
         }
     };
     let mut epoch = Epoch(1);
-    let snapshot = Arc::new(Snapshot::build(&config, epoch));
+    let mut snapshot = Arc::new(Snapshot::build(&config, epoch));
     let (from_core_tx, from_core_rx) = unbounded();
     let cores = match start_cores(&snapshot, addr, &from_core_tx) {
         Ok(cores) => cores,
@@ -92,7 +92,7 @@ pub fn run(options: Options) -> i32 {
                 Ok(SIGHUP) => {
                     if let Some(config) = load_config(&options) {
                         epoch = Epoch(epoch.0 + 1);
-                        let snapshot = Arc::new(Snapshot::build(&config, epoch));
+                        snapshot = Arc::new(Snapshot::build(&config, epoch));
                         broadcast(&cores, || ToCore::Config(snapshot.clone()));
                         tracing::info!(epoch = epoch.0, "configuration reloaded");
                     } else {

@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::control::msg::{FromCore, ToCore};
 use crate::control::snapshot::Snapshot;
-use crate::ids::{ClientPid, CoreId};
+use crate::ids::{ClientPid, CoreId, Epoch};
 use crate::pool::{self, Pools};
 use crate::rt;
 use crate::session::{self, SessionHandle};
@@ -49,6 +49,12 @@ impl Core {
     /// The configuration new sessions use.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
+    }
+
+    /// The epoch of the snapshot the pools were last built from. A session
+    /// compares it at each transaction boundary to pick up a reload.
+    pub fn epoch(&self) -> Epoch {
+        self.snapshot.borrow().epoch
     }
 
     pub fn is_shutting_down(&self) -> bool {

@@ -20,6 +20,7 @@ use bytes::Buf;
 
 use crate::control::snapshot::Snapshot;
 use crate::core::Core;
+use crate::ids::Epoch;
 use crate::pool::server_conn::read_more;
 use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn};
 use crate::protocol::backend::{BackendKind, BackendMessage, TransactionStatus};
@@ -150,6 +151,8 @@ pub struct Relay<'a> {
     /// After a failed request ended by Flush: drop messages until Sync, as
     /// Postgres does after an error in the extended protocol.
     discard_until_sync: bool,
+    /// The snapshot epoch `cluster` was looked up in.
+    epoch: Epoch,
     /// The server connection died while the client sat idle in a transaction:
     /// its next request is answered with an error, not run outside it.
     lost_transaction: bool,
@@ -176,6 +179,7 @@ impl<'a> Relay<'a> {
             partial: 0,
             discard_until_sync: false,
             lost_transaction: false,
+            epoch: core.epoch(),
         }
     }
 
@@ -273,6 +277,13 @@ impl<'a> Relay<'a> {
 
     /// Checks out a server connection for the request in hand and sends it.
     async fn start_request(&mut self, batch: ClientBatch) -> Result<(), End> {
+        if self.core.epoch() != self.epoch && !self.refresh_cluster() {
+            let message = format!(
+                "database \"{}\" is no longer configured for user \"{}\"",
+                self.cluster.database, self.cluster.user
+            );
+            return self.fail_request(batch, "3D000", &message).await;
+        }
         let pool = self.cluster.primary().clone();
         self.handle.waiting.set(true);
         self.handle.withdraw.reset();
@@ -302,6 +313,21 @@ impl<'a> Relay<'a> {
                 };
                 self.fail_request(batch, sqlstate, &message).await
             }
+        }
+    }
+
+    /// A reload happened: a transaction boundary is where the session moves to
+    /// the new pools. False when its (database, user) was removed.
+    fn refresh_cluster(&mut self) -> bool {
+        self.epoch = self.core.epoch();
+        let pools = self.core.pools.borrow();
+        match pools.cluster(&self.cluster.database, &self.cluster.user) {
+            Some(cluster) => {
+                drop(pools);
+                self.cluster = cluster;
+                true
+            }
+            None => false,
         }
     }
 
