@@ -121,8 +121,10 @@ pub struct CancelKey {
     pub secret_key: Bytes,
 }
 
-/// Read buffer growth step.
+/// Read buffer growth step, and the read window while a message accumulates.
 pub const READ_CHUNK: usize = 16 * 1024;
+/// The read window when the buffer is empty.
+const SMALL_READ: usize = 4 * 1024;
 
 pub struct ServerConn {
     pub stream: TcpStream,
@@ -345,9 +347,12 @@ pub async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::R
     if buf.capacity() - start < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
-    // Zero only one chunk of the spare room: after a large message the capacity
-    // may be megabytes, and zeroing it all on every read would dominate.
-    let end = buf.capacity().min(start + READ_CHUNK);
+    // The read needs initialised memory, so the window is zeroed first. Keep
+    // it small when the buffer is empty (the common case: a short request or
+    // reply), larger while a big message accumulates; never the whole capacity,
+    // which may be megabytes after a large message.
+    let window = if start == 0 { SMALL_READ } else { READ_CHUNK };
+    let end = buf.capacity().min(start + window);
     buf.resize(end, 0);
     let mut guard = TruncateOnDrop { buf, len: start };
     let n = stream.read(&mut guard.buf[start..]).await?;

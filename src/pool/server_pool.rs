@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use crate::pool::server_conn::{ScramCache, ServerConn, ServerError, ServerLogin};
 use crate::rt::{self, Permit, Semaphore};
 
+/// Idle time after which checkout probes a connection before handing it out.
+const PROBE_AFTER_IDLE: Duration = Duration::from_millis(100);
+
 /// ParameterStatus name/value pairs a server reported at login.
 pub type ServerParams = Rc<Vec<(String, String)>>;
 
@@ -173,7 +176,14 @@ impl ServerPool {
 
     fn usable(&self, conn: &ServerConn, now: Instant) -> bool {
         let limits = self.limits.get();
-        now.duration_since(conn.created) < limits.lifetime && conn.looks_clean()
+        if now.duration_since(conn.created) >= limits.lifetime {
+            return false;
+        }
+        // A connection idle for a while may have been closed by the server
+        // (pg_terminate_backend, restart): probe it, one syscall. One checked in
+        // moments ago is trusted; if it died since, the client gets an error and
+        // its next request a fresh connection.
+        now.duration_since(conn.last_used) < PROBE_AFTER_IDLE || conn.looks_clean()
     }
 
     fn closed_one(&self) {
