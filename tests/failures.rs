@@ -261,3 +261,93 @@ async fn session_mode_keeps_state_and_resets_between_clients() {
         "session state leaked"
     );
 }
+
+fn one_connection_proxy(general: &str) -> (Sleddog, u16) {
+    let port = free_port();
+    let lines =
+        format!("default_pool_size = 1\nmin_pool_size = 0\ncheckout_timeout = 2000\n{general}");
+    let toml = config(port, pg().port(), &lines).replace("workers = 2", "workers = 1");
+    (Sleddog::start(&toml, USERS), port)
+}
+
+/// COPY FROM STDIN over the extended protocol (tokio-postgres sends a Sync
+/// after Execute that Postgres ignores in copy mode) must still release the
+/// server connection: with a pool of one, another client gets it afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn extended_copy_in_releases_the_connection() {
+    use futures_util::SinkExt;
+    let (proxy, port) = one_connection_proxy("");
+    let first = connect(port, "sd_scram", "scram_pw").await;
+    first
+        .batch_execute("create table if not exists copy_release (id int)")
+        .await
+        .unwrap();
+    // In a transaction: named statements (tokio-postgres prepares copy_in's)
+    // do not survive between transactions yet.
+    let mut first = first;
+    let tx = first.transaction().await.unwrap();
+    let sink = tx.copy_in("copy copy_release from stdin").await.unwrap();
+    let mut sink = std::pin::pin!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\n2\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.as_mut().finish().await.unwrap(), 2);
+    tx.commit().await.unwrap();
+    let second = connect(port, "sd_scram", "scram_pw").await;
+    let result = second.simple_query("select 1").await;
+    assert!(result.is_ok(), "{result:?}\n{}", proxy.log());
+}
+
+/// Session state set outside a transaction never reaches the next client of
+/// the same server connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_state_does_not_leak_between_clients() {
+    let (_proxy, port) = one_connection_proxy("");
+    let first = connect(port, "sd_scram", "scram_pw").await;
+    first
+        .batch_execute("set search_path = leaked_schema; set statement_timeout = 1234")
+        .await
+        .unwrap();
+    let second = connect(port, "sd_scram", "scram_pw").await;
+    let row = second
+        .query_typed_one(
+            "select current_setting('search_path'), current_setting('statement_timeout')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_ne!(row.get::<_, String>(0), "leaked_schema");
+    assert_ne!(row.get::<_, String>(1), "1234ms");
+}
+
+/// A server connection lost inside a transaction ends the client's session
+/// rather than letting its next statements run outside the transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_lost_inside_a_transaction_ends_the_session() {
+    let server = pg();
+    server.psql(
+        "sleddog",
+        "create table if not exists lost_tx (id int); grant all on lost_tx to public",
+    );
+    let (_proxy, port) = one_connection_proxy("");
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    client
+        .batch_execute("begin; insert into lost_tx values (1)")
+        .await
+        .unwrap();
+    server.psql(
+        "postgres",
+        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'sleddog' and usename = 'sd_scram'",
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let error = client.batch_execute("insert into lost_tx values (2)").await;
+    assert!(error.is_err());
+    let after = client
+        .batch_execute("insert into lost_tx values (3); commit")
+        .await;
+    assert!(
+        after.is_err(),
+        "statements ran outside the lost transaction"
+    );
+    assert_eq!(server.psql("sleddog", "select count(*) from lost_tx"), "0");
+}

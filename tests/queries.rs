@@ -229,11 +229,14 @@ async fn fifty_clients_share_a_pool_of_four() {
 #[tokio::test(flavor = "multi_thread")]
 async fn copy_in_and_out_100k_rows() {
     use bytes::Bytes;
-    let client = client().await;
+    let mut client = client().await;
     client
         .batch_execute("drop table if exists copy_rows; create table copy_rows (id int, v text)")
         .await
         .unwrap();
+    // tokio-postgres prepares a named statement for COPY: keep it in one
+    // transaction (named statements across transactions are not kept yet).
+    let client = client.transaction().await.unwrap();
     let sink = client.copy_in("copy copy_rows from stdin").await.unwrap();
     let mut data = String::new();
     for i in 0..100_000 {
@@ -257,4 +260,5 @@ async fn copy_in_and_out_100k_rows() {
     }
     assert_eq!(lines, 100_000);
     assert!(bytes > 1_000_000);
+    client.commit().await.unwrap();
 }

@@ -221,8 +221,14 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo");
         let loaded = load(&root.join("pgdog.toml"), &root.join("users.toml"), &[]).unwrap();
         let pools = loaded.config.pools();
-        assert_eq!(pools.len(), 1);
-        let shards: Vec<_> = pools[0]
+        assert_eq!(pools.len(), 2);
+        let sharded = pools.iter().find(|p| p.database == "pgdog").unwrap();
+        let single = pools
+            .iter()
+            .find(|p| p.database == "pgdog_shard_0")
+            .unwrap();
+        assert_eq!(single.servers.len(), 1);
+        let shards: Vec<_> = sharded
             .servers
             .iter()
             .map(|s| (s.shard, s.database_name.as_str(), s.user.as_str()))

@@ -27,6 +27,8 @@ pub struct Options {
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_CONFIG: i32 = 1;
 pub const EXIT_STARTUP: i32 = 2;
+/// Cores one process runs at most (see `ids::ClientPid`).
+const MAX_WORKERS: usize = 128;
 
 /// Loads the configuration, logging warnings; every error is logged, all at once.
 pub fn load_config(options: &Options) -> Option<config::Config> {
@@ -63,7 +65,13 @@ pub fn run(options: Options) -> i32 {
         }
     };
     let mut epoch = Epoch(1);
-    let mut snapshot = Arc::new(Snapshot::build(&config, epoch));
+    let mut first = Snapshot::build(&config, epoch);
+    if first.workers > MAX_WORKERS {
+        // The client process id carries the core id in 7 bits.
+        tracing::warn!(workers = first.workers, "workers capped at {MAX_WORKERS}");
+        first.workers = MAX_WORKERS;
+    }
+    let mut snapshot = Arc::new(first);
     let (from_core_tx, from_core_rx) = unbounded();
     let cores = match start_cores(&snapshot, addr, &from_core_tx) {
         Ok(cores) => cores,
@@ -92,7 +100,10 @@ pub fn run(options: Options) -> i32 {
                 Ok(SIGHUP) => {
                     if let Some(config) = load_config(&options) {
                         epoch = Epoch(epoch.0 + 1);
-                        snapshot = Arc::new(Snapshot::build(&config, epoch));
+                        let mut next = Snapshot::build(&config, epoch);
+                        // The number of cores is fixed at start; shares follow it.
+                        next.workers = cores.len();
+                        snapshot = Arc::new(next);
                         broadcast(&cores, || ToCore::Config(snapshot.clone()));
                         tracing::info!(epoch = epoch.0, "configuration reloaded");
                     } else {

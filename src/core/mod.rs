@@ -63,9 +63,16 @@ impl Core {
 
     /// Registers a session for cancel and shutdown; returns its handle.
     pub fn register(&self, secret: Vec<u8>) -> Rc<SessionHandle> {
-        let counter = self.next_counter.get().wrapping_add(1);
-        self.next_counter.set(counter);
-        let pid = ClientPid::new(self.id, counter);
+        // Skip ids still in use after the 24-bit counter wraps.
+        let mut pid;
+        loop {
+            let counter = self.next_counter.get().wrapping_add(1);
+            self.next_counter.set(counter);
+            pid = ClientPid::new(self.id, counter);
+            if !self.sessions.borrow().contains_key(&pid.0) {
+                break;
+            }
+        }
         let handle = Rc::new(SessionHandle::new(pid, secret));
         if self.shutting_down.get() {
             handle.shutdown.fire();
@@ -145,6 +152,12 @@ pub async fn run(context: CoreContext) {
     drop(accept);
     drop(maintenance);
     while core.session_count() > 0 && Instant::now() < deadline {
+        // Cancels still matter while transactions finish.
+        for message in inbox.try_iter() {
+            if let ToCore::Cancel { pid, secret } = message {
+                core.cancel_local(pid, &secret);
+            }
+        }
         rt::sleep(INBOX_POLL).await;
     }
     let _ = core.outbox.send(FromCore::Stopped(core.id));

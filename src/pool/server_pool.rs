@@ -155,10 +155,14 @@ impl ServerPool {
 
     async fn open_one(&self, timeout: Duration) -> Result<ServerConn, CheckoutError> {
         self.open.set(self.open.get() + 1);
+        // Counts the connection as open while it is being opened; if this future
+        // is dropped mid-connect (a cancel, a login timeout) the count goes back.
+        let opening = OpenGuard { pool: self };
         let result = match self.addr() {
             Ok(addr) => ServerConn::connect(addr, &self.login, timeout, &self.scram).await,
             Err(error) => Err(error),
         };
+        std::mem::forget(opening);
         match result {
             Ok(conn) => {
                 if self.params.borrow().is_none() {
@@ -259,9 +263,11 @@ impl ServerPool {
         }
     }
 
-    /// Stops handing out connections: idle ones close now, busy ones at checkin.
+    /// Stops handing out connections: idle ones close now, busy ones at checkin,
+    /// and sessions waiting for one are told (they retry on the new pool).
     pub fn retire(&self) {
         self.retired.set(true);
+        self.permits.close();
         let closed = self.idle.borrow_mut().drain(..).count();
         self.open.set(self.open.get().saturating_sub(closed));
     }
@@ -272,6 +278,17 @@ impl ServerPool {
 
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().len()
+    }
+}
+
+/// Undoes the open count of a connection attempt that was abandoned.
+struct OpenGuard<'a> {
+    pool: &'a ServerPool,
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.pool.closed_one();
     }
 }
 

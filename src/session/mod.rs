@@ -34,6 +34,9 @@ pub struct SessionHandle {
     pub withdraw: Rc<Signal>,
     /// Fired when the core shuts down.
     pub shutdown: Rc<Signal>,
+    /// A CancelRequest was sent to the server connection held now: it must
+    /// not go back to the pool, where the cancel could hit another client.
+    cancel_sent: Cell<bool>,
 }
 
 impl SessionHandle {
@@ -45,6 +48,7 @@ impl SessionHandle {
             waiting: Cell::new(false),
             withdraw: Signal::new(),
             shutdown: Signal::new(),
+            cancel_sent: Cell::new(false),
         }
     }
 
@@ -59,6 +63,7 @@ impl SessionHandle {
             return;
         }
         if let Some(key) = self.server.borrow().clone() {
+            self.cancel_sent.set(true);
             rt::spawn(async move {
                 if let Err(error) = server_conn::send_cancel(&key, timeout).await {
                     tracing::warn!(%error, "cancel request to server failed");
@@ -71,6 +76,9 @@ impl SessionHandle {
     }
 
     fn set_server(&self, key: Option<CancelKey>) {
+        if key.is_some() {
+            self.cancel_sent.set(false);
+        }
         *self.server.borrow_mut() = key;
     }
 }

@@ -13,6 +13,7 @@
 //! never sent a Sync on the client's behalf. One that vanishes idle inside a
 //! transaction has it rolled back before the connection is reused.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use bytes::Buf;
 use crate::control::snapshot::Snapshot;
 use crate::core::Core;
 use crate::ids::Epoch;
-use crate::pool::server_conn::read_more;
+use crate::pool::server_conn::{self, read_more};
 use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn};
 use crate::protocol::backend::{BackendKind, BackendMessage, TransactionStatus};
 use crate::protocol::frontend::FrontendKind;
@@ -30,6 +31,12 @@ use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
 use crate::rt::{self, AsyncWriteExt};
 use crate::session::client::Client;
 use crate::session::SessionHandle;
+
+/// Bytes a client may send without ending a request (Sync, Flush, Query) while
+/// it holds no server connection.
+const MAX_BUFFERED_REQUEST_LEN: usize = 2 * DEFAULT_MAX_MESSAGE_LEN;
+/// Bound on statements sleddog runs on its own to clean a connection.
+const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Postgres never sends a message over 1 GiB (MaxAllocSize).
 const MAX_SERVER_MESSAGE_LEN: usize = 1 << 30;
@@ -153,9 +160,14 @@ pub struct Relay<'a> {
     discard_until_sync: bool,
     /// The snapshot epoch `cluster` was looked up in.
     epoch: Epoch,
-    /// The server connection died while the client sat idle in a transaction:
-    /// its next request is answered with an error, not run outside it.
-    lost_transaction: bool,
+    /// For each request awaiting its ReadyForQuery, in order: true when a Sync
+    /// ended it (extended protocol), false for Query/FunctionCall. Postgres
+    /// ignores a Sync that reaches it during COPY FROM STDIN, so a COPY started
+    /// by an extended request owes one ReadyForQuery less.
+    request_ends: VecDeque<bool>,
+    /// This checkout ran something that changes session state (SET, a named
+    /// prepared statement, LISTEN, ...): reset before the next client gets it.
+    dirty: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -178,8 +190,9 @@ impl<'a> Relay<'a> {
             status: TransactionStatus::Idle,
             partial: 0,
             discard_until_sync: false,
-            lost_transaction: false,
             epoch: core.epoch(),
+            request_ends: VecDeque::new(),
+            dirty: false,
         }
     }
 
@@ -226,17 +239,24 @@ impl<'a> Relay<'a> {
             return self.discard_to_sync().await;
         }
         let batch = scan_client(&self.client.buf, self.unsynced).map_err(End::Protocol)?;
-        let complete_request = batch.sync_points > 0 || batch.flush;
-        if batch.len > 0 && complete_request {
-            if self.lost_transaction {
-                self.lost_transaction = false;
-                let message = "the transaction was aborted: its server connection was lost";
-                return self.fail_request(batch, "08006", message).await;
-            }
+        if batch.len > 0 && batch.sync_points == 0 && !batch.unsynced {
+            // Only Flush and Copy messages, with no server held: Postgres sends
+            // nothing for a bare Flush and ignores Copy messages outside COPY.
+            self.client.buf.advance(batch.len);
+            return Ok(());
+        }
+        if batch.len > 0 && (batch.sync_points > 0 || batch.flush) {
             return self.start_request(batch).await;
         }
         if batch.terminate {
             return Err(End::ClientGone);
+        }
+        if self.client.buf.len() > MAX_BUFFERED_REQUEST_LEN {
+            let error = ProtocolError::TooLong {
+                len: self.client.buf.len(),
+                max: MAX_BUFFERED_REQUEST_LEN,
+            };
+            return Err(End::Protocol(error));
         }
         self.wait_client_idle().await
     }
@@ -284,21 +304,20 @@ impl<'a> Relay<'a> {
             );
             return self.fail_request(batch, "3D000", &message).await;
         }
-        let pool = self.cluster.primary().clone();
         self.handle.waiting.set(true);
         self.handle.withdraw.reset();
-        let withdraw = self.handle.withdraw.clone();
-        let limits = self.settings.checkout;
-        let result = rt::race(pool.checkout(limits), async {
-            withdraw.wait().await;
-            Err(CheckoutError::Retired)
-        })
-        .await;
+        let mut result = self.checkout().await;
+        if matches!(result, Err(CheckoutError::Retired)) && !self.handle.withdraw.is_fired() {
+            // A reload retired the pool while we waited: one more try on the new one.
+            self.refresh_cluster();
+            result = self.checkout().await;
+        }
         self.handle.waiting.set(false);
         match result {
             Ok(conn) => {
                 self.handle.set_server(Some(conn.cancel_key.clone()));
                 self.server = Some(conn);
+                self.dirty = false;
                 self.status = TransactionStatus::Idle;
                 self.forward_client(batch).await
             }
@@ -314,6 +333,17 @@ impl<'a> Relay<'a> {
                 self.fail_request(batch, sqlstate, &message).await
             }
         }
+    }
+
+    /// Checks out from the cluster's primary, unless a cancel withdraws the wait.
+    async fn checkout(&self) -> Result<PooledConn, CheckoutError> {
+        let pool = self.cluster.primary().clone();
+        let withdraw = self.handle.withdraw.clone();
+        rt::race(pool.checkout(self.settings.checkout), async {
+            withdraw.wait().await;
+            Err(CheckoutError::Retired)
+        })
+        .await
     }
 
     /// A reload happened: a transaction boundary is where the session moves to
@@ -379,6 +409,7 @@ impl<'a> Relay<'a> {
         if batch.len > 0 {
             let server = self.server.as_mut().expect("forward_client needs a server");
             let sent = server.stream.write_all(&self.client.buf[..batch.len]).await;
+            self.dirty |= note_requests(&self.client.buf[..batch.len], &mut self.request_ends);
             self.client.buf.advance(batch.len);
             self.pending += batch.sync_points;
             self.unsynced = batch.unsynced;
@@ -463,12 +494,26 @@ impl<'a> Relay<'a> {
     async fn relay_server(&mut self) -> Result<(), End> {
         // One scan covers every whole message read so far.
         let server = self.server.as_mut().expect("relay_server needs a server");
+        let pending_before = self.pending;
+        let mut copy_in_starts = 0;
         let (len, event) = scan_server(
             &server.buf,
             &mut self.partial,
             &mut self.pending,
             &mut self.status,
+            &mut copy_in_starts,
         );
+        for _ in self.pending..pending_before {
+            self.request_ends.pop_front();
+        }
+        for _ in 0..copy_in_starts {
+            if self.request_ends.front() == Some(&true) {
+                // The Sync after this COPY's Execute reaches the server in
+                // copy-in mode and is ignored: no ReadyForQuery for it.
+                self.request_ends.pop_front();
+                self.pending = self.pending.saturating_sub(1);
+            }
+        }
         if len > 0 {
             let written = self.client.stream.write_all(&server.buf[..len]).await;
             server.buf.advance(len);
@@ -493,10 +538,10 @@ impl<'a> Relay<'a> {
         // Bytes after the last ReadyForQuery are the start of something the
         // server sent unasked (a notice, a FATAL): keep the connection until
         // they are whole and handled.
-        let drained = self.server.as_ref().is_some_and(|s| s.buf.is_empty());
+        let drained = self.partial == 0 && self.server.as_ref().is_some_and(|s| s.buf.is_empty());
         let clean = self.pending == 0 && !self.unsynced && self.status == TransactionStatus::Idle;
         if clean && drained && !self.settings.session_mode {
-            self.release();
+            self.release().await;
         }
         Ok(())
     }
@@ -530,12 +575,23 @@ impl<'a> Relay<'a> {
         Ok(true)
     }
 
-    fn release(&mut self) {
-        if let Some(conn) = self.server.take() {
-            self.handle.set_server(None);
-            let pool = conn.pool().clone();
-            pool.checkin(conn);
+    /// Returns the (clean) server connection to its pool. One that ran
+    /// session-changing statements is reset first; one a cancel was sent to
+    /// during this checkout is closed, since the cancel may land later and must
+    /// not hit the next client's query.
+    async fn release(&mut self) {
+        let Some(mut conn) = self.server.take() else {
+            return;
+        };
+        self.handle.set_server(None);
+        if self.handle.cancel_sent.replace(false) {
+            return;
         }
+        if std::mem::take(&mut self.dirty) && !reset(&mut conn, "DISCARD ALL").await {
+            return;
+        }
+        let pool = conn.pool().clone();
+        pool.checkin(conn);
     }
 
     /// The server connection is gone or given up on: drop it and answer every
@@ -561,10 +617,25 @@ impl<'a> Relay<'a> {
             message,
             "server connection lost under a client"
         );
-        self.server = None;
+        if let Some(conn) = self.server.take() {
+            if self.pending > 0 || self.unsynced {
+                // It may still be running the client's statement: stop it.
+                cancel_in_background(&conn);
+            }
+        }
         self.handle.set_server(None);
+        self.request_ends.clear();
+        if self.partial > 0 {
+            // Part of a message already reached the client: its stream cannot
+            // carry an error any more. End the session, as Postgres would.
+            return Err(End::ServerGone);
+        }
+        let in_transaction = self.status != TransactionStatus::Idle;
         let out = &mut self.client.out;
-        if self.settings.session_mode {
+        if self.settings.session_mode || in_transaction {
+            // Session state or an open transaction is gone with the server
+            // connection; running the client's next statements outside it would
+            // be wrong, so the session ends, as it would on Postgres.
             if !told {
                 write::error_response(out, Severity::Fatal, sqlstate, message, None);
             }
@@ -583,8 +654,6 @@ impl<'a> Relay<'a> {
                 write::error_response(out, Severity::Error, sqlstate, message, None);
             }
             self.discard_until_sync = true;
-        } else if self.pending == 0 && self.status != TransactionStatus::Idle {
-            self.lost_transaction = true;
         }
         self.pending = 0;
         self.unsynced = false;
@@ -600,14 +669,21 @@ impl<'a> Relay<'a> {
             return;
         };
         self.handle.set_server(None);
-        let idle_between_requests = self.pending == 0 && !self.unsynced;
-        if !idle_between_requests || self.core.is_shutting_down() {
-            return; // dropping closes it; the server aborts anything open
-        }
-        if self.status != TransactionStatus::Idle && conn.execute("ROLLBACK").await.is_err() {
+        let idle_between_requests = self.pending == 0 && !self.unsynced && self.partial == 0;
+        if !idle_between_requests {
+            // A statement may be running: cancel it, then close the connection
+            // (the server aborts anything uncommitted; no Sync is ever sent).
+            cancel_in_background(&conn);
             return;
         }
-        if self.settings.session_mode && conn.execute("DISCARD ALL").await.is_err() {
+        if self.core.is_shutting_down() || self.handle.cancel_sent.get() {
+            return;
+        }
+        if self.status != TransactionStatus::Idle && !reset(&mut conn, "ROLLBACK").await {
+            return;
+        }
+        let needs_discard = self.settings.session_mode || self.dirty;
+        if needs_discard && !reset(&mut conn, "DISCARD ALL").await {
             return;
         }
         let pool = conn.pool().clone();
@@ -624,6 +700,7 @@ fn scan_server(
     partial: &mut usize,
     pending: &mut u32,
     status: &mut TransactionStatus,
+    copy_in_starts: &mut u32,
 ) -> (usize, Result<ServerEvent, ProtocolError>) {
     let mut offset = (*partial).min(buf.len());
     *partial -= offset;
@@ -663,6 +740,9 @@ fn scan_server(
                 offset += header.total_len;
             }
             _ => {
+                if kind == BackendKind::CopyInResponse {
+                    *copy_in_starts += 1;
+                }
                 if header.total_len > available {
                     *partial = header.total_len - available;
                     return (buf.len(), Ok(ServerEvent::More));
@@ -671,6 +751,96 @@ fn scan_server(
             }
         }
     }
+}
+
+/// Runs a statement of sleddog's own to clean a connection, within
+/// RESET_TIMEOUT; false when the connection must be closed instead.
+async fn reset(conn: &mut PooledConn, sql: &str) -> bool {
+    matches!(
+        rt::timeout(RESET_TIMEOUT, conn.execute(sql)).await,
+        Some(Ok(()))
+    )
+}
+
+/// Sends a CancelRequest for whatever the connection runs, without waiting.
+fn cancel_in_background(conn: &PooledConn) {
+    let key = conn.cancel_key.clone();
+    rt::spawn(async move {
+        let _ = server_conn::send_cancel(&key, RESET_TIMEOUT).await;
+    })
+    .detach();
+}
+
+/// Records how each forwarded request ends (see `Relay::request_ends`) and
+/// returns true when one of the messages changes session state that would
+/// outlive the transaction. The bytes were validated by `scan_client`.
+fn note_requests(buf: &[u8], ends: &mut VecDeque<bool>) -> bool {
+    let mut dirty = false;
+    let mut offset = 0;
+    while let Ok(Some(header)) = frame::header(&buf[offset..], DEFAULT_MAX_MESSAGE_LEN) {
+        let end = offset + header.total_len;
+        if end > buf.len() {
+            break;
+        }
+        let body = &buf[offset + frame::HEADER_LEN..end];
+        match FrontendKind::from_tag(header.tag) {
+            Ok(FrontendKind::Query) => {
+                ends.push_back(false);
+                dirty |= changes_session_state(body);
+            }
+            Ok(FrontendKind::FunctionCall) => ends.push_back(false),
+            Ok(FrontendKind::Sync) => ends.push_back(true),
+            // A named prepared statement outlives the transaction.
+            Ok(FrontendKind::Parse) => dirty |= body.first().is_some_and(|b| *b != 0),
+            _ => {}
+        }
+        offset = end;
+    }
+    dirty
+}
+
+/// True when a simple-protocol SQL string starts with a statement whose effect
+/// outlives its transaction. Transaction pooling hands the connection to other
+/// clients afterwards, so such a connection is reset (DISCARD ALL) first.
+/// Looks at the first word only (and a little past it); no allocation.
+/// (Tracking and replaying this state per client is the session-state work;
+/// `set_config(..., false)` and advisory locks are handled there too.)
+fn changes_session_state(sql: &[u8]) -> bool {
+    let (word, rest) = first_word(sql);
+    let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
+    if is("set") {
+        // SET LOCAL ends with the transaction.
+        return !first_word(rest).0.eq_ignore_ascii_case(b"local");
+    }
+    if is("create") {
+        let next = first_word(rest).0;
+        return next.eq_ignore_ascii_case(b"temp") || next.eq_ignore_ascii_case(b"temporary");
+    }
+    if is("declare") {
+        return contains_ignore_case(rest, b"with hold");
+    }
+    ["reset", "listen", "prepare", "load", "discard"]
+        .iter()
+        .any(|w| is(w))
+}
+
+/// The first run of ASCII letters after leading white space, and what follows.
+fn first_word(sql: &[u8]) -> (&[u8], &[u8]) {
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let end = sql[start..]
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .map_or(sql.len(), |n| start + n);
+    (&sql[start..end], &sql[end..])
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn checkout_failure(error: &CheckoutError, database: &str) -> (&'static str, String) {
@@ -734,6 +904,49 @@ mod tests {
     }
 
     #[test]
+    fn session_changing_statements() {
+        for sql in [
+            "SET search_path TO a",
+            "  set statement_timeout = 5",
+            "RESET ALL",
+            "listen chan",
+            "PREPARE p AS SELECT 1",
+            "create temp table t (id int)",
+            "CREATE TEMPORARY TABLE t (id int)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "DISCARD PLANS",
+        ] {
+            assert!(changes_session_state(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SET LOCAL search_path TO a",
+            "select 1",
+            "SELECT * FROM settings",
+            "create table t (id int)",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "insert into listen values (1)",
+            "",
+        ] {
+            assert!(!changes_session_state(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn requests_ends_and_named_parse_are_noted() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'P', b"s1\0select 1\0\0\0");
+        msg(&mut buf, b'S', b"");
+        msg(&mut buf, b'Q', b"select 1\0");
+        let mut ends = VecDeque::new();
+        assert!(note_requests(&buf, &mut ends));
+        assert_eq!(ends, [true, false]);
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'P', b"\0select 1\0\0\0");
+        msg(&mut buf, b'S', b"");
+        assert!(!note_requests(&buf, &mut ends));
+    }
+
+    #[test]
     fn client_batch_rejects_unknown_tag() {
         let mut buf = BytesMut::new();
         msg(&mut buf, b'!', b"");
@@ -748,17 +961,17 @@ mod tests {
         msg(&mut buf, b'Z', b"I");
         let (mut partial, mut pending, mut status) = (0, 1, TransactionStatus::InTransaction);
         // Half a DataRow: forwarded, 50-odd bytes still owed.
-        let (len, event) = scan_server(&buf[..60], &mut partial, &mut pending, &mut status);
+        let (len, event) = scan_server(&buf[..60], &mut partial, &mut pending, &mut status, &mut 0);
         assert_eq!(len, 60);
         assert!(matches!(event, Ok(ServerEvent::More)));
         assert_eq!(partial, 105 - 60);
         // The rest minus the last byte of ReadyForQuery: stops before it.
         let rest = &buf[60..buf.len() - 1];
-        let (len, _) = scan_server(rest, &mut partial, &mut pending, &mut status);
+        let (len, _) = scan_server(rest, &mut partial, &mut pending, &mut status, &mut 0);
         assert_eq!(len, rest.len() - 5);
         assert_eq!(pending, 1);
         let rest = &buf[60 + len..];
-        let (len, _) = scan_server(rest, &mut partial, &mut pending, &mut status);
+        let (len, _) = scan_server(rest, &mut partial, &mut pending, &mut status, &mut 0);
         assert_eq!(len, 6);
         assert_eq!(pending, 0);
         assert_eq!(status, TransactionStatus::Idle);
@@ -771,7 +984,7 @@ mod tests {
         let notice = buf.len();
         msg(&mut buf, b'E', b"SFATAL\0VFATAL\0C57P01\0Mbye\0\0");
         let (mut partial, mut pending, mut status) = (0, 1, TransactionStatus::Idle);
-        let (len, event) = scan_server(&buf, &mut partial, &mut pending, &mut status);
+        let (len, event) = scan_server(&buf, &mut partial, &mut pending, &mut status, &mut 0);
         assert_eq!(len, notice);
         match event {
             Ok(ServerEvent::Fatal(n)) => assert_eq!(n, buf.len() - notice),
