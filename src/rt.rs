@@ -191,6 +191,24 @@ impl Future for SignalWait<'_> {
     }
 }
 
+/// The core's end of the control thread's doorbell socket.
+pub type Doorbell = glommio::net::UnixStream;
+
+/// Wraps the core's end of a doorbell socket pair (already non-blocking).
+pub fn doorbell(fd: std::os::fd::OwnedFd) -> Doorbell {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the fd is an open, owned Unix stream socket; ownership moves
+    // into the glommio stream, which closes it on drop.
+    unsafe { Doorbell::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// Waits for the doorbell to ring and swallows the rings; false when the
+/// other end closed.
+pub async fn wait_doorbell(doorbell: &mut Doorbell) -> bool {
+    let mut rings = [0u8; 64];
+    matches!(doorbell.read(&mut rings).await, Ok(n) if n > 0)
+}
+
 /// A future that never completes: used where an optional timer is absent.
 pub async fn never() {
     futures_lite::future::pending::<()>().await;

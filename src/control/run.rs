@@ -9,7 +9,7 @@ use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::config;
-use crate::control::msg::{FromCore, ToCore};
+use crate::control::msg::{CoreLink, FromCore, ToCore};
 use crate::control::snapshot::Snapshot;
 use crate::core::{self, CoreContext};
 use crate::ids::{CoreId, Epoch};
@@ -27,6 +27,8 @@ pub struct Options {
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_CONFIG: i32 = 1;
 pub const EXIT_STARTUP: i32 = 2;
+/// Pool maintenance period.
+const TICK: Duration = Duration::from_secs(1);
 /// Cores one process runs at most (see `ids::ClientPid`).
 const MAX_WORKERS: usize = 128;
 
@@ -91,10 +93,14 @@ pub fn run(options: Options) -> i32 {
 
     let mut stopped = 0usize;
     let mut shutdown_deadline: Option<Instant> = None;
+    let mut next_tick = Instant::now() + TICK;
     loop {
-        let tick = shutdown_deadline
-            .map(|d| d.saturating_duration_since(Instant::now()) + Duration::from_secs(1))
-            .unwrap_or(Duration::from_secs(3600));
+        let now = Instant::now();
+        if now >= next_tick {
+            broadcast(&cores, || ToCore::Tick);
+            next_tick = now + TICK;
+        }
+        let tick = next_tick.saturating_duration_since(now);
         select! {
             recv(signals) -> signal => match signal {
                 Ok(SIGHUP) => {
@@ -125,7 +131,7 @@ pub fn run(options: Options) -> i32 {
             recv(from_core_rx) -> message => match message {
                 Ok(FromCore::Cancel { pid, secret }) => {
                     if let Some(core) = cores.get(usize::from(pid.core().0)) {
-                        let _ = core.send(ToCore::Cancel { pid, secret });
+                        core.send(ToCore::Cancel { pid, secret });
                     }
                 }
                 Ok(FromCore::Stopped(core)) => {
@@ -153,10 +159,9 @@ fn listen_addr(host: &str, port: u16) -> std::io::Result<SocketAddr> {
     })
 }
 
-fn broadcast(cores: &[Sender<ToCore>], message: impl Fn() -> ToCore) {
+fn broadcast(cores: &[CoreLink], message: impl Fn() -> ToCore) {
     for core in cores {
-        // A core that has exited has nothing left to tell.
-        let _ = core.send(message());
+        core.send(message());
     }
 }
 
@@ -165,14 +170,16 @@ fn start_cores(
     snapshot: &Arc<Snapshot>,
     addr: SocketAddr,
     from_core: &Sender<FromCore>,
-) -> std::io::Result<Vec<Sender<ToCore>>> {
+) -> std::io::Result<Vec<CoreLink>> {
     let cpus: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|id| id.id).collect())
         .unwrap_or_default();
     let mut inboxes = Vec::with_capacity(snapshot.workers);
     for index in 0..snapshot.workers {
         let (tx, rx) = unbounded();
+        let (link, doorbell) = CoreLink::new(tx)?;
         let context = CoreContext {
+            doorbell,
             id: CoreId(index as u16),
             snapshot: snapshot.clone(),
             inbox: rx,
@@ -183,7 +190,7 @@ fn start_cores(
         rt::start_executor(format!("sleddog-core-{index}"), cpu, move || {
             core::run(context)
         })?;
-        inboxes.push(tx);
+        inboxes.push(link);
     }
     Ok(inboxes)
 }

@@ -26,14 +26,14 @@ pub struct CoreContext {
     pub id: CoreId,
     pub snapshot: Arc<Snapshot>,
     pub inbox: Receiver<ToCore>,
+    /// The core's end of the doorbell control rings after queueing a message.
+    pub doorbell: std::os::fd::OwnedFd,
     pub outbox: Sender<FromCore>,
     pub addr: SocketAddr,
 }
 
-/// How often a core drains its inbox. Bounds cancel and reload latency.
-const INBOX_POLL: Duration = Duration::from_millis(5);
-/// How often pools expire idle connections and warm up to min_pool_size.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a shutting-down core checks whether its sessions are gone.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(5);
 
 pub struct Core {
     pub id: CoreId,
@@ -125,9 +125,11 @@ pub async fn run(context: CoreContext) {
         id,
         snapshot,
         inbox,
+        doorbell,
         outbox,
         addr,
     } = context;
+    let mut doorbell = rt::doorbell(doorbell);
     let mut pools = Pools::default();
     pools.apply(&snapshot);
     let core = Rc::new(Core {
@@ -147,8 +149,9 @@ pub async fn run(context: CoreContext) {
         }
     };
     let accept = rt::spawn(accept_loop(core.clone(), listener));
-    let maintenance = rt::spawn(maintenance_loop(core.clone()));
-    let deadline = drain_inbox(&core, &inbox).await;
+    let tick = rt::Signal::new();
+    let maintenance = rt::spawn(maintenance_loop(core.clone(), tick.clone()));
+    let deadline = drain_inbox(&core, &inbox, &mut doorbell, &tick).await;
     drop(accept);
     drop(maintenance);
     while core.session_count() > 0 && Instant::now() < deadline {
@@ -158,25 +161,35 @@ pub async fn run(context: CoreContext) {
                 core.cancel_local(pid, &secret);
             }
         }
-        rt::sleep(INBOX_POLL).await;
+        rt::sleep(SHUTDOWN_POLL).await;
     }
     let _ = core.outbox.send(FromCore::Stopped(core.id));
 }
 
-/// Applies control messages until a shutdown arrives; returns its deadline.
-async fn drain_inbox(core: &Rc<Core>, inbox: &Receiver<ToCore>) -> Instant {
+/// Applies control messages, each time the doorbell rings, until a shutdown
+/// arrives; returns its deadline. No timer: the core sleeps until rung.
+async fn drain_inbox(
+    core: &Rc<Core>,
+    inbox: &Receiver<ToCore>,
+    doorbell: &mut rt::Doorbell,
+    tick: &rt::Signal,
+) -> Instant {
     loop {
         for message in inbox.try_iter() {
             match message {
                 ToCore::Config(snapshot) => core.apply(snapshot),
                 ToCore::Cancel { pid, secret } => core.cancel_local(pid, &secret),
+                ToCore::Tick => tick.fire(),
                 ToCore::Shutdown { deadline } => {
                     core.begin_shutdown();
                     return deadline;
                 }
             }
         }
-        rt::sleep(INBOX_POLL).await;
+        if !rt::wait_doorbell(doorbell).await {
+            // Control is gone: the process is exiting.
+            return Instant::now();
+        }
     }
 }
 
@@ -195,9 +208,10 @@ async fn accept_loop(core: Rc<Core>, listener: rt::TcpListener) {
     }
 }
 
-async fn maintenance_loop(core: Rc<Core>) {
+async fn maintenance_loop(core: Rc<Core>, tick: Rc<rt::Signal>) {
     loop {
-        rt::sleep(MAINTENANCE_INTERVAL).await;
+        tick.wait().await;
+        tick.reset();
         let pools = core.pools.borrow().all();
         let snapshot = core.snapshot();
         pool::Pools::maintain(pools, Instant::now(), &snapshot).await;
