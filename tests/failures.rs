@@ -351,3 +351,44 @@ async fn server_lost_inside_a_transaction_ends_the_session() {
     );
     assert_eq!(server.psql("sleddog", "select count(*) from lost_tx"), "0");
 }
+
+/// Pool maintenance runs without a client: each core opens its share of
+/// `min_pool_size` (ceil(2 / 2 workers) = 1 each) and closes connections idle
+/// past `idle_timeout` beyond it.
+#[tokio::test(flavor = "multi_thread")]
+async fn min_pool_size_is_kept_and_idle_connections_expire() {
+    let server = PgServer::start_new("maintenance");
+    let port = free_port();
+    let general = "min_pool_size = 2\ndefault_pool_size = 6\nidle_timeout = 1000";
+    let _proxy = Sleddog::start(&config(port, server.port(), general), USERS);
+    let count = || -> i64 {
+        server
+            .psql(
+                "postgres",
+                "select count(*) from pg_stat_activity \
+                 where application_name = 'sleddog' and usename = 'sd_plain'",
+            )
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || count() == 2),
+        "warm-up: {}",
+        count()
+    );
+    // Burst: open more than the minimum, then let them idle out.
+    let clients: Vec<_> =
+        futures_util::future::join_all((0..6).map(|_| connect(port, "sd_plain", "plain_pw"))).await;
+    futures_util::future::join_all(
+        clients
+            .iter()
+            .map(|c| c.batch_execute("begin; select pg_sleep(0.3); commit")),
+    )
+    .await;
+    assert!(count() > 2, "the burst used more connections");
+    assert!(
+        eventually(Duration::from_secs(6), || count() == 2),
+        "after idle: {}",
+        count()
+    );
+}
