@@ -18,3 +18,5 @@ pub mod pool;
 pub mod protocol;
 pub mod rt;
 pub mod session;
+#[cfg(test)]
+mod test_rng;

@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use toml_edit::{ImDocument, InlineTable, Item, Table, Value};
+use toml_edit::{ImDocument, InlineTable, Item, Table, TableLike, Value};
 
 /// A TOML syntax error, already mapped to a line.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,28 +103,15 @@ impl LineIndex {
 
 fn convert_table(table: &Table, lines: &LineIndex, fallback: usize) -> RawTable {
     let line = lines.line_of(table.span(), fallback);
-    let mut entries = Vec::new();
-    for (name, _) in table.iter() {
-        let Some((key, item)) = table.get_key_value(name) else {
-            continue;
-        };
-        let key_line = lines.line_of(key.span(), line);
-        if let Some(value) = convert_item(item, lines, key_line) {
-            entries.push(Entry {
-                key: name.to_string(),
-                line: key_line,
-                value,
-            });
-        }
-    }
+    let entries = convert_entries(table, lines, line);
     RawTable {
         line: first_line(line, table.span().is_some(), &entries),
         entries,
     }
 }
 
-fn convert_inline_table(table: &InlineTable, lines: &LineIndex, fallback: usize) -> RawTable {
-    let line = lines.line_of(table.span(), fallback);
+/// The entries of a table or inline table, each with its key's line.
+fn convert_entries(table: &dyn TableLike, lines: &LineIndex, line: usize) -> Vec<Entry> {
     let mut entries = Vec::new();
     for (name, _) in table.iter() {
         let Some((key, item)) = table.get_key_value(name) else {
@@ -139,6 +126,12 @@ fn convert_inline_table(table: &InlineTable, lines: &LineIndex, fallback: usize)
             });
         }
     }
+    entries
+}
+
+fn convert_inline_table(table: &InlineTable, lines: &LineIndex, fallback: usize) -> RawTable {
+    let line = lines.line_of(table.span(), fallback);
+    let entries = convert_entries(table, lines, line);
     RawTable { line, entries }
 }
 

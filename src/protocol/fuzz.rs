@@ -17,29 +17,7 @@ const CASES: u64 = 200_000;
 /// Small limit for `split`, so random headers cannot make the test allocate much.
 const SPLIT_MAX_LEN: usize = 1 << 16;
 
-/// xorshift64*: tiny, fast, good enough to drive a fuzzer.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
+use crate::test_rng::Rng;
 
 /// Well-formed messages and packets of every family, to mutate.
 fn corpus() -> Vec<Vec<u8>> {

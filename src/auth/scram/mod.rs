@@ -221,6 +221,7 @@ fn auth_message(client_first_bare: &str, server_first: &str, client_final_bare: 
 mod tests {
     use super::super::random_bytes;
     use super::*;
+    use crate::test_rng::Rng;
 
     // RFC 7677 section 3: user "user", password "pencil".
     const RFC_CLIENT_NONCE: &str = "rOprNGfwEbeRWgbNEkqO";
@@ -475,19 +476,12 @@ mod tests {
         assert_ne!(salted_password("a", b"s", 1), salted_password("a", b"s", 2));
     }
 
-    /// xorshift64*: deterministic, so a failure replays from the printed seed.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        /// Either random bytes or a valid message with a few bytes changed, inserted or cut.
+    /// Either random bytes or a valid message with a few bytes changed, inserted or cut.
+    trait Mutate {
+        fn input(&mut self, valid: &[u8]) -> Vec<u8>;
+    }
+
+    impl Mutate for Rng {
         fn input(&mut self, valid: &[u8]) -> Vec<u8> {
             const ALPHABET: &[u8] = b"nyp=,carsiev mAZ09+/\x00\xff\xc3";
             if self.below(4) == 0 {
@@ -511,7 +505,7 @@ mod tests {
     fn fuzz_never_panics() {
         let seed = 0x05ee_dd06_u64;
         eprintln!("fuzz seed {seed:#x}");
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let secret = cheap_secret("pw");
         let cheap_salted = |_: &[u8], _: u32| [7u8; 32];
         let mut accepted = 0;
