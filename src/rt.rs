@@ -25,10 +25,6 @@ pub type TcpStream = glommio::net::TcpStream;
 pub type TcpListener = glommio::net::TcpListener;
 /// A spawned task; dropping it cancels it, `detach` lets it run on.
 pub type Task<T> = glommio::Task<T>;
-/// A FIFO-fair counting semaphore local to one core.
-pub type Semaphore = glommio::sync::Semaphore;
-/// A semaphore permit that owns an `Rc` of its semaphore; releases on drop.
-pub type Permit = glommio::sync::StaticPermit;
 
 /// Memory registered with io_uring per executor. The network path needs little
 /// (no O_DIRECT file I/O), and `ulimit -l` is often small (8 MiB).

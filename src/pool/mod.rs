@@ -5,6 +5,7 @@
 //! every server behind one logical database. Pool sizes in config are per
 //! process; each core gets `ceil(size / workers)` (see `Snapshot::per_core_share`).
 
+pub mod permits;
 pub mod server_conn;
 pub mod server_pool;
 

@@ -13,8 +13,9 @@ use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::pool::permits::{Permit, Permits};
 use crate::pool::server_conn::{ScramCache, ServerConn, ServerError, ServerLogin};
-use crate::rt::{self, Permit, Semaphore};
+use crate::rt;
 
 /// Idle time after which checkout probes a connection before handing it out.
 const PROBE_AFTER_IDLE: Duration = Duration::from_millis(100);
@@ -64,7 +65,7 @@ pub struct ServerPool {
     size: usize,
     min_size: usize,
     idle: RefCell<Vec<ServerConn>>,
-    permits: Rc<Semaphore>,
+    permits: Rc<Permits>,
     /// Connections open: idle + checked out + being opened.
     open: Cell<usize>,
     retired: Cell<bool>,
@@ -92,7 +93,7 @@ impl ServerPool {
             size,
             min_size: min_size.min(size),
             idle: RefCell::new(Vec::new()),
-            permits: Rc::new(Semaphore::new(size as u64)),
+            permits: Permits::new(size),
             open: Cell::new(0),
             retired: Cell::new(false),
             params: RefCell::new(None),
@@ -126,9 +127,9 @@ impl ServerPool {
         if self.retired.get() {
             return Err(CheckoutError::Retired);
         }
-        let permit = match self.permits.try_acquire_static_permit(1) {
+        let permit = match self.permits.try_acquire() {
             Ok(permit) => permit,
-            Err(_) => rt::timeout(limits.checkout, self.permits.acquire_static_permit(1))
+            Err(_) => rt::timeout(limits.checkout, self.permits.acquire())
                 .await
                 .ok_or(CheckoutError::Timeout)?
                 .map_err(|_| CheckoutError::Retired)?,
@@ -253,7 +254,7 @@ impl ServerPool {
             return;
         }
         while self.open.get() < self.min_size {
-            let Ok(permit) = self.permits.try_acquire_static_permit(1) else {
+            let Ok(permit) = self.permits.try_acquire() else {
                 return;
             };
             match self.open_one(connect_timeout).await {
