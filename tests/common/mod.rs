@@ -257,7 +257,7 @@ pub fn pg_bin_dir() -> &'static Path {
                 continue;
             };
             let bin = entry.path().join("bin");
-            if bin.join("initdb").exists() && best.as_ref().map_or(true, |(m, _)| major > *m) {
+            if bin.join("initdb").exists() && best.as_ref().is_none_or(|(m, _)| major > *m) {
                 best = Some((major, bin));
             }
         }
