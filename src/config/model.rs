@@ -152,6 +152,26 @@ pub struct Database {
     pub pooler_mode: Option<PoolerMode>,
 }
 
+impl Database {
+    /// An entry with every optional key at its default (PgDog's): port 5432,
+    /// role primary, shard 0, `database_name` = `name`.
+    pub fn new(name: String, host: String) -> Database {
+        Database {
+            database_name: name.clone(),
+            name,
+            host,
+            port: DEFAULT_SERVER_PORT,
+            user: None,
+            password: None,
+            role: Role::Primary,
+            shard: 0,
+            pool_size: None,
+            min_pool_size: None,
+            pooler_mode: None,
+        }
+    }
+}
+
 /// One users.toml `[[users]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -168,6 +188,23 @@ pub struct User {
     pub pool_size: Option<usize>,
     pub min_pool_size: Option<usize>,
     pub pooler_mode: Option<PoolerMode>,
+}
+
+impl User {
+    /// A user with no databases, passwords or overrides yet.
+    pub fn new(name: String) -> User {
+        User {
+            name,
+            databases: Vec::new(),
+            passwords: Vec::new(),
+            password_hash: None,
+            server_user: None,
+            server_password: None,
+            pool_size: None,
+            min_pool_size: None,
+            pooler_mode: None,
+        }
+    }
 }
 
 /// `[admin]` (pgdog.toml, replaced as a whole by users.toml `[admin]`).
@@ -292,31 +329,16 @@ mod tests {
 
     fn database(name: &str, shard: u16) -> Database {
         Database {
-            name: name.into(),
-            host: "127.0.0.1".into(),
-            port: 5432,
-            database_name: name.into(),
-            user: None,
-            password: None,
-            role: Role::Primary,
             shard,
-            pool_size: None,
-            min_pool_size: None,
-            pooler_mode: None,
+            ..Database::new(name.into(), "127.0.0.1".into())
         }
     }
 
     fn user(name: &str, databases: &[&str]) -> User {
         User {
-            name: name.into(),
             databases: databases.iter().map(|d| d.to_string()).collect(),
             passwords: vec!["secret".into()],
-            password_hash: None,
-            server_user: None,
-            server_password: None,
-            pool_size: None,
-            min_pool_size: None,
-            pooler_mode: None,
+            ..User::new(name.into())
         }
     }
 

@@ -8,9 +8,7 @@
 use std::path::PathBuf;
 
 use super::known::Scope;
-use super::model::{
-    default_workers, AuthType, Database, General, PoolerMode, Role, User, DEFAULT_SERVER_PORT,
-};
+use super::model::{default_workers, AuthType, Database, General, PoolerMode, Role, User};
 use super::raw::{Entry, Kind, Node, RawTable};
 use super::read::{self, path, Ctx};
 
@@ -279,19 +277,7 @@ fn read_database(ctx: &mut Ctx<'_>, prefix: &str, table: &RawTable) -> Option<Pa
     let mut name = None;
     let mut host = None;
     let mut database_name = None;
-    let mut database = Database {
-        name: String::new(),
-        host: String::new(),
-        port: DEFAULT_SERVER_PORT,
-        database_name: String::new(),
-        user: None,
-        password: None,
-        role: Role::Primary,
-        shard: 0,
-        pool_size: None,
-        min_pool_size: None,
-        pooler_mode: None,
-    };
+    let mut database = Database::new(String::new(), String::new());
     for entry in &table.entries {
         let key = path(prefix, &entry.key);
         let node = &entry.value;
@@ -358,17 +344,7 @@ struct UserKeys {
 fn read_user(ctx: &mut Ctx<'_>, prefix: &str, table: &RawTable) -> Option<ParsedUser> {
     let mut lines = KeyLines::new(table.line);
     let mut keys = UserKeys::default();
-    let mut user = User {
-        name: String::new(),
-        databases: Vec::new(),
-        passwords: Vec::new(),
-        password_hash: None,
-        server_user: None,
-        server_password: None,
-        pool_size: None,
-        min_pool_size: None,
-        pooler_mode: None,
-    };
+    let mut user = User::new(String::new());
     for entry in &table.entries {
         let key = path(prefix, &entry.key);
         let node = &entry.value;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::diagnostic::Diagnostics;
 use super::known::{self, Scope};
-use super::model::{Database, Role, User, DEFAULT_SERVER_PORT};
+use super::model::{Database, User, DEFAULT_SERVER_PORT};
 use super::raw::{Kind, Node};
 use super::read::{self, Ctx};
 use super::sections::{
@@ -173,31 +173,19 @@ fn read_url(ctx: &mut Ctx<'_>, index: usize, url: &str) -> Option<(ParsedDatabas
     };
     let name = path.unwrap_or_else(|| DEFAULT_DATABASE.to_string());
     let mut database = Database {
-        name: name.clone(),
-        host: host.unwrap_or_else(|| DEFAULT_HOST.to_string()),
         port,
-        database_name: name.clone(),
-        user: None,
-        password: None,
-        role: Role::Primary,
-        shard: 0,
-        pool_size: None,
-        min_pool_size: None,
-        pooler_mode: None,
+        ..Database::new(
+            name.clone(),
+            host.unwrap_or_else(|| DEFAULT_HOST.to_string()),
+        )
     };
     if !read_params(ctx, line, parts.query, &mut database) {
         return None;
     }
     let user = User {
-        name: user_name.unwrap_or_else(default_user),
         databases: vec![name],
         passwords: vec![password.unwrap_or_else(|| DEFAULT_PASSWORD.to_string())],
-        password_hash: None,
-        server_user: None,
-        server_password: None,
-        pool_size: None,
-        min_pool_size: None,
-        pooler_mode: None,
+        ..User::new(user_name.unwrap_or_else(default_user))
     };
     Some((parsed_database(database, line), parsed_user(user, line)))
 }
@@ -307,6 +295,7 @@ fn parsed_user(user: User, line: usize) -> ParsedUser {
 mod tests {
     use super::*;
     use crate::config::model::PoolerMode;
+    use crate::config::model::Role;
 
     fn one(url: &str) -> (Vec<ParsedDatabase>, Vec<ParsedUser>, Diagnostics) {
         let mut diagnostics = Diagnostics::default();

@@ -513,15 +513,9 @@ mod tests {
     #[test]
     fn settings_comparison_ignores_databases() {
         let user = User {
-            name: "a".into(),
             databases: vec!["x".into()],
             passwords: vec!["p".into()],
-            password_hash: None,
-            server_user: None,
-            server_password: None,
-            pool_size: None,
-            min_pool_size: None,
-            pooler_mode: None,
+            ..User::new("a".into())
         };
         let mut other = User {
             databases: vec!["y".into()],
