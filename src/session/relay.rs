@@ -132,6 +132,16 @@ enum End {
     ServerGone,
 }
 
+/// How waiting for a server connection ended. Lives on the stack for one
+/// checkout; boxing the connection would allocate on every transaction.
+#[allow(clippy::large_enum_variant)]
+enum Checkout {
+    Got(PooledConn),
+    Failed(CheckoutError),
+    /// A CancelRequest withdrew the wait.
+    Withdrawn,
+}
+
 enum Wake {
     Server(std::io::Result<usize>),
     Client(std::io::Result<usize>),
@@ -306,42 +316,45 @@ impl<'a> Relay<'a> {
         }
         self.handle.waiting.set(true);
         self.handle.withdraw.reset();
-        let mut result = self.checkout().await;
-        if matches!(result, Err(CheckoutError::Retired)) && !self.handle.withdraw.is_fired() {
+        let mut outcome = self.checkout().await;
+        if matches!(outcome, Checkout::Failed(CheckoutError::Retired)) {
             // A reload retired the pool while we waited: one more try on the new one.
             self.refresh_cluster();
-            result = self.checkout().await;
+            outcome = self.checkout().await;
         }
         self.handle.waiting.set(false);
-        match result {
-            Ok(conn) => {
+        match outcome {
+            Checkout::Got(conn) => {
                 self.handle.set_server(Some(conn.cancel_key.clone()));
                 self.server = Some(conn);
                 self.dirty = false;
                 self.status = TransactionStatus::Idle;
                 self.forward_client(batch).await
             }
-            Err(error) => {
-                let (sqlstate, message) = if self.handle.withdraw.is_fired() {
-                    (
-                        "57014",
-                        "canceling statement due to user request".to_owned(),
-                    )
-                } else {
-                    checkout_failure(&error, &self.cluster.database)
-                };
+            Checkout::Withdrawn => {
+                let message = "canceling statement due to user request";
+                self.fail_request(batch, "57014", message).await
+            }
+            Checkout::Failed(error) => {
+                let (sqlstate, message) = checkout_failure(&error, &self.cluster.database);
                 self.fail_request(batch, sqlstate, &message).await
             }
         }
     }
 
     /// Checks out from the cluster's primary, unless a cancel withdraws the wait.
-    async fn checkout(&self) -> Result<PooledConn, CheckoutError> {
+    async fn checkout(&self) -> Checkout {
         let pool = self.cluster.primary().clone();
         let withdraw = self.handle.withdraw.clone();
-        rt::race(pool.checkout(self.settings.checkout), async {
+        let checkout = async {
+            match pool.checkout(self.settings.checkout).await {
+                Ok(conn) => Checkout::Got(conn),
+                Err(error) => Checkout::Failed(error),
+            }
+        };
+        rt::race(checkout, async {
             withdraw.wait().await;
-            Err(CheckoutError::Retired)
+            Checkout::Withdrawn
         })
         .await
     }
