@@ -8,6 +8,7 @@
 //! - `control`   the control thread: config reload, signals, cancel routing, shutdown.
 //! - `core`      one pinned executor per CPU: listener, per-core state, inbox.
 //! - `pool`      per-core server connection pools.
+//! - `prepared`  prepared statements shared under transaction pooling; no I/O.
 //! - `session`   one client connection: startup, auth, query loop.
 pub mod auth;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod control;
 pub mod core;
 pub mod ids;
 pub mod pool;
+pub mod prepared;
 pub mod protocol;
 pub mod rt;
 pub mod session;

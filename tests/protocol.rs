@@ -322,11 +322,11 @@ fn tps_and_failed(report: &str) -> (f64, u64) {
 }
 
 #[test]
-fn pgbench_initializes_and_runs_in_simple_and_extended_mode() {
+fn pgbench_initializes_and_runs_in_every_protocol_mode() {
     let port = free_port();
     let _proxy = Sleddog::start(&config(port, pg().port(), "default_pool_size = 4"), USERS);
     pgbench(port, &["-i", "-s", "1", "-q"]);
-    for mode in ["simple", "extended"] {
+    for mode in ["simple", "extended", "prepared"] {
         let report = pgbench(port, &["-n", "-T", "3", "-c", "4", "-S", "-M", mode]);
         let (tps, failed) = tps_and_failed(&report);
         assert!(tps > 0.0, "{mode}: {report}");

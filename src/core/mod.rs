@@ -18,6 +18,7 @@ use crate::control::msg::{FromCore, ToCore};
 use crate::control::snapshot::Snapshot;
 use crate::ids::{ClientPid, CoreId, Epoch};
 use crate::pool::{self, Pools};
+use crate::prepared::StatementCache;
 use crate::rt;
 use crate::session::{self, SessionHandle};
 
@@ -39,6 +40,8 @@ pub struct Core {
     pub id: CoreId,
     snapshot: RefCell<Arc<Snapshot>>,
     pub pools: RefCell<Pools>,
+    /// Prepared statements shared by the core's clients (transaction mode).
+    pub statements: RefCell<StatementCache>,
     sessions: RefCell<HashMap<u32, Rc<SessionHandle>>>,
     next_counter: Cell<u32>,
     outbox: Sender<FromCore>,
@@ -136,6 +139,7 @@ pub async fn run(context: CoreContext) {
         id,
         snapshot: RefCell::new(snapshot),
         pools: RefCell::new(pools),
+        statements: RefCell::new(StatementCache::new(usize::MAX)),
         sessions: RefCell::new(HashMap::new()),
         next_counter: Cell::new(0),
         outbox,

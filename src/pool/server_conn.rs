@@ -9,11 +9,15 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use crate::auth::{self, AuthError, ScramClient};
+use crate::prepared::ServerStatements;
 use crate::protocol::backend::{Authentication, BackendMessage, TransactionStatus};
 use crate::protocol::startup::{self, ProtocolVersion};
 use crate::protocol::{frame, write, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
@@ -135,6 +139,8 @@ pub struct ServerConn {
     pub params: Vec<(String, String)>,
     pub created: Instant,
     pub last_used: Instant,
+    /// The core's statements this connection has prepared.
+    pub prepared: ServerStatements,
 }
 
 impl ServerConn {
@@ -176,6 +182,7 @@ impl ServerConn {
             params: Vec::new(),
             created: now,
             last_used: now,
+            prepared: ServerStatements::new(usize::MAX),
         };
         let mut out = BytesMut::with_capacity(256);
         startup::encode_startup(
@@ -358,6 +365,44 @@ pub async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::R
     let n = stream.read(&mut guard.buf[start..]).await?;
     guard.len = start + n;
     Ok(n)
+}
+
+/// What `write_or_read` got done first.
+pub enum WriteOrRead {
+    /// Bytes of `out` written (0: the peer closed).
+    Wrote(std::io::Result<usize>),
+    /// Bytes read into the buffer (0: the peer closed).
+    Read(std::io::Result<usize>),
+}
+
+/// Writes some of `out`, unless bytes arrive to read first. A sender that keeps
+/// reading while its write is blocked cannot deadlock with a peer that stops
+/// reading until its own replies are taken: a client pipelining more than both
+/// socket buffers hold fills them in both directions at once.
+///
+/// Cancel-safe in the same way as `read_more`.
+pub async fn write_or_read(stream: &mut TcpStream, out: &[u8], buf: &mut BytesMut) -> WriteOrRead {
+    let start = buf.len();
+    if buf.capacity() - start < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    let window = if start == 0 { SMALL_READ } else { READ_CHUNK };
+    let end = buf.capacity().min(start + window);
+    buf.resize(end, 0);
+    let mut guard = TruncateOnDrop { buf, len: start };
+    let outcome = futures_lite::future::poll_fn(|cx| {
+        if let Poll::Ready(written) = Pin::new(&mut *stream).poll_write(cx, out) {
+            return Poll::Ready(WriteOrRead::Wrote(written));
+        }
+        Pin::new(&mut *stream)
+            .poll_read(cx, &mut guard.buf[start..])
+            .map(WriteOrRead::Read)
+    })
+    .await;
+    if let WriteOrRead::Read(Ok(n)) = outcome {
+        guard.len = start + n;
+    }
+    outcome
 }
 
 /// Restores a buffer's length to `len` when dropped.

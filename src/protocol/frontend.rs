@@ -213,6 +213,28 @@ impl<'a> FrontendMessage<'a> {
     }
 }
 
+/// Where the prepared-statement name sits in a Parse, Bind, Describe or Close
+/// body, found without decoding the rest (the hot path asks this of every
+/// extended-protocol message). `None` for other messages, for a Describe or
+/// Close of a portal, and for a body too short to hold the name; the full
+/// decoder reports those.
+pub fn statement_name_span(kind: FrontendKind, body: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = match kind {
+        FrontendKind::Parse => 0,
+        // Bind: the portal name comes first.
+        FrontendKind::Bind => body.iter().position(|b| *b == 0)? + 1,
+        FrontendKind::Describe | FrontendKind::Close => {
+            if *body.first()? != DescribeTarget::Statement.byte() {
+                return None;
+            }
+            1
+        }
+        _ => return None,
+    };
+    let len = body.get(start..)?.iter().position(|b| *b == 0)?;
+    Some(start..start + len)
+}
+
 fn decode_parse<'a>(r: &mut Reader<'a>) -> Result<FrontendMessage<'a>, ProtocolError> {
     let name = r.cstr()?;
     let sql = r.cstr()?;

@@ -13,7 +13,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::backend::{BackendKind, TransactionStatus};
-use super::frontend::FrontendKind;
+use super::frontend::{DescribeTarget, FrontendKind};
 
 /// Severity of a proxy-made ErrorResponse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -199,6 +199,24 @@ pub fn command_complete(out: &mut BytesMut, tag: &str) {
 /// EmptyQueryResponse, the answer to an empty query string.
 pub fn empty_query_response(out: &mut BytesMut) {
     put_message(out, BackendKind::EmptyQueryResponse.tag(), 0, |_| {});
+}
+
+/// ParseComplete.
+pub fn parse_complete(out: &mut BytesMut) {
+    put_message(out, BackendKind::ParseComplete.tag(), 0, |_| {});
+}
+
+/// CloseComplete.
+pub fn close_complete(out: &mut BytesMut) {
+    put_message(out, BackendKind::CloseComplete.tag(), 0, |_| {});
+}
+
+/// Close of the named prepared statement (frontend).
+pub fn close_statement(out: &mut BytesMut, name: &str) {
+    put_message(out, FrontendKind::Close.tag(), 1 + cstr_len(name), |out| {
+        out.put_u8(DescribeTarget::Statement.byte());
+        put_cstr(out, name);
+    });
 }
 
 /// Query (simple protocol).

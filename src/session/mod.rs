@@ -9,6 +9,7 @@
 mod client;
 mod login_auth;
 mod relay;
+mod scan;
 mod startup;
 
 use std::cell::{Cell, RefCell};

@@ -17,19 +17,24 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 
 use crate::control::snapshot::Snapshot;
 use crate::core::Core;
 use crate::ids::Epoch;
-use crate::pool::server_conn::{self, read_more};
+use crate::pool::server_conn::{self, read_more, write_or_read, WriteOrRead};
 use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn};
-use crate::protocol::backend::{BackendKind, BackendMessage, TransactionStatus};
+use crate::prepared::{self, Books, ClientStatements, ReplyPlan, Verdict};
+use crate::protocol::backend::{BackendMessage, TransactionStatus};
 use crate::protocol::frontend::FrontendKind;
 use crate::protocol::write::{self, Severity};
 use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
 use crate::rt::{self, AsyncWriteExt};
 use crate::session::client::Client;
+use crate::session::scan::{
+    note_requests, scan_client, scan_server, scan_server_planned, ClientBatch, ServerEvent,
+    ServerScan,
+};
 use crate::session::SessionHandle;
 
 /// Bytes a client may send without ending a request (Sync, Flush, Query) while
@@ -38,9 +43,6 @@ const MAX_BUFFERED_REQUEST_LEN: usize = 2 * DEFAULT_MAX_MESSAGE_LEN;
 /// Bound on statements sleddog runs on its own to clean a connection.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Postgres never sends a message over 1 GiB (MaxAllocSize).
-const MAX_SERVER_MESSAGE_LEN: usize = 1 << 30;
-
 /// What the relay needs from the configuration, copied once per session.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -48,6 +50,9 @@ pub struct RelaySettings {
     pub checkout: CheckoutLimits,
     pub query_timeout: Option<Duration>,
     pub client_idle_timeout: Option<Duration>,
+    /// Give clients' named statements the core's shared server-side names
+    /// (transaction mode); session mode passes names through.
+    pub rename_statements: bool,
 }
 
 impl RelaySettings {
@@ -60,66 +65,9 @@ impl RelaySettings {
             },
             query_timeout: snapshot.timeouts.query,
             client_idle_timeout: snapshot.timeouts.client_idle,
+            rename_statements: !session_mode,
         }
     }
-}
-
-/// Complete client messages at the front of the buffer, as far as they go.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct ClientBatch {
-    /// Bytes of complete messages before any Terminate.
-    len: usize,
-    /// Messages that each earn a ReadyForQuery: Query, Sync, FunctionCall.
-    sync_points: u32,
-    flush: bool,
-    /// Extended-protocol messages after the last sync point.
-    unsynced: bool,
-    terminate: bool,
-}
-
-fn scan_client(buf: &[u8], unsynced: bool) -> Result<ClientBatch, ProtocolError> {
-    let mut batch = ClientBatch {
-        unsynced,
-        ..ClientBatch::default()
-    };
-    let mut offset = 0;
-    while let Some(header) = frame::header(&buf[offset..], DEFAULT_MAX_MESSAGE_LEN)? {
-        if offset + header.total_len > buf.len() {
-            break;
-        }
-        match FrontendKind::from_tag(header.tag)? {
-            FrontendKind::Query | FrontendKind::Sync | FrontendKind::FunctionCall => {
-                batch.sync_points += 1;
-                batch.unsynced = false;
-            }
-            FrontendKind::Flush => batch.flush = true,
-            FrontendKind::Terminate => {
-                batch.terminate = true;
-                break;
-            }
-            FrontendKind::Parse
-            | FrontendKind::Bind
-            | FrontendKind::Describe
-            | FrontendKind::Execute
-            | FrontendKind::Close => batch.unsynced = true,
-            FrontendKind::CopyData | FrontendKind::CopyDone | FrontendKind::CopyFail => {}
-            FrontendKind::Password => {
-                return Err(ProtocolError::Malformed("password message after login"));
-            }
-        }
-        offset += header.total_len;
-        batch.len = offset;
-    }
-    Ok(batch)
-}
-
-/// What stopped a scan of server bytes.
-enum ServerEvent {
-    /// Nothing more to look at now.
-    More,
-    /// A FATAL/PANIC ErrorResponse of this length starts at the scan end: the
-    /// server is about to close.
-    Fatal(usize),
 }
 
 /// How the session ended, for logs.
@@ -178,6 +126,15 @@ pub struct Relay<'a> {
     /// This checkout ran something that changes session state (SET, a named
     /// prepared statement, LISTEN, ...): reset before the next client gets it.
     dirty: bool,
+    /// The client's prepared statement names (when renamed).
+    statements: ClientStatements,
+    /// Replies owed for rewritten batches, in order.
+    plan: ReplyPlan,
+    /// A rewritten batch on its way to the server.
+    to_server: BytesMut,
+    /// A batch is being written to the server: the connection is not
+    /// released even if everything sent so far has been answered.
+    sending: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -203,6 +160,10 @@ impl<'a> Relay<'a> {
             epoch: core.epoch(),
             request_ends: VecDeque::new(),
             dirty: false,
+            statements: ClientStatements::default(),
+            plan: ReplyPlan::default(),
+            to_server: BytesMut::new(),
+            sending: false,
         }
     }
 
@@ -417,21 +378,95 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Sends the batch's complete messages to the server in one write.
+    /// Sends the batch's complete messages to the server, renaming prepared
+    /// statements when a message names one. While the write is blocked the
+    /// server is still read and relayed, so a client pipelining more than
+    /// the socket buffers hold cannot stall both directions.
     async fn forward_client(&mut self, batch: ClientBatch) -> Result<(), End> {
         if batch.len > 0 {
-            let server = self.server.as_mut().expect("forward_client needs a server");
-            let sent = server.stream.write_all(&self.client.buf[..batch.len]).await;
-            self.dirty |= note_requests(&self.client.buf[..batch.len], &mut self.request_ends);
-            self.client.buf.advance(batch.len);
+            let bytes = &self.client.buf[..batch.len];
+            // A batch that ends without a sync point is tracked too: a later
+            // plan could not tell where its replies end.
+            let rename = self.settings.rename_statements
+                && (!self.plan.is_empty() || batch.unsynced || prepared::needs_rewrite(bytes));
+            self.dirty |= note_requests(bytes, &mut self.request_ends, rename);
             self.pending += batch.sync_points;
             self.unsynced = batch.unsynced;
-            if sent.is_err() {
-                return self.server_lost("08006", "server connection lost").await;
+            if rename {
+                let outstanding = self.pending - batch.sync_points;
+                self.rewrite(batch.len, outstanding, !batch.unsynced)
+                    .map_err(End::Protocol)?;
             }
+            self.sending = true;
+            let sent = self.send(rename, batch.len).await;
+            self.sending = false;
+            self.client.buf.advance(batch.len);
+            self.to_server.clear();
+            sent?;
         }
         if batch.terminate {
             return Err(End::ClientGone);
+        }
+        self.release_if_clean().await;
+        Ok(())
+    }
+
+    /// Rewrites the first `len` client bytes into `to_server` and answers what
+    /// can be answered at once. `outstanding` requests were sent before,
+    /// untracked; `synced`: the batch ends with a sync point.
+    fn rewrite(
+        &mut self,
+        len: usize,
+        outstanding: u32,
+        synced: bool,
+    ) -> Result<(), crate::protocol::ProtocolError> {
+        let server: &mut ServerConn = self.server.as_mut().expect("rewrite needs a server");
+        let fresh = self.plan.is_empty();
+        self.plan.begin_after(outstanding);
+        let mut cache = self.core.statements.borrow_mut();
+        let mut books = Books {
+            client: &mut self.statements,
+            server: &mut server.prepared,
+            cache: &mut cache,
+        };
+        prepared::rewrite_batch(
+            &self.client.buf[..len],
+            &mut books,
+            self.status,
+            &mut self.to_server,
+            &mut self.plan,
+        )?;
+        if fresh && synced {
+            self.plan.drop_if_plain();
+        }
+        self.plan.answer_ready(&mut self.client.out);
+        Ok(())
+    }
+
+    /// Writes the batch (`to_server` when rewritten, else the client's bytes)
+    /// while relaying whatever the server sends meanwhile.
+    async fn send(&mut self, rewritten: bool, len: usize) -> Result<(), End> {
+        if !self.client.out.is_empty() {
+            self.client.flush().await.map_err(|_| End::ClientGone)?;
+        }
+        let total = if rewritten { self.to_server.len() } else { len };
+        let mut sent = 0;
+        while sent < total {
+            let Some(server) = self.server.as_mut() else {
+                // Lost while sending; the client has its errors already.
+                return Ok(());
+            };
+            let server: &mut ServerConn = server;
+            let out = if rewritten {
+                &self.to_server[sent..]
+            } else {
+                &self.client.buf[sent..len]
+            };
+            match write_or_read(&mut server.stream, out, &mut server.buf).await {
+                WriteOrRead::Wrote(Ok(n)) if n > 0 => sent += n,
+                WriteOrRead::Read(Ok(n)) if n > 0 => self.relay_server().await?,
+                _ => return self.server_lost("08006", "server connection lost").await,
+            }
         }
         Ok(())
     }
@@ -506,16 +541,42 @@ impl<'a> Relay<'a> {
     /// Forwards what the server sent, then releases the connection if clean.
     async fn relay_server(&mut self) -> Result<(), End> {
         // One scan covers every whole message read so far.
-        let server = self.server.as_mut().expect("relay_server needs a server");
+        let server: &mut ServerConn = self.server.as_mut().expect("relay_server needs a server");
         let pending_before = self.pending;
         let mut copy_in_starts = 0;
-        let (len, event) = scan_server(
-            &server.buf,
-            &mut self.partial,
-            &mut self.pending,
-            &mut self.status,
-            &mut copy_in_starts,
-        );
+        let mut verdict = Verdict::default();
+        let planned = !self.plan.is_empty();
+        let (len, event) = if planned {
+            let mut cache = self.core.statements.borrow_mut();
+            let mut books = Books {
+                client: &mut self.statements,
+                server: &mut server.prepared,
+                cache: &mut cache,
+            };
+            let scan = ServerScan {
+                partial: &mut self.partial,
+                pending: &mut self.pending,
+                status: &mut self.status,
+                copy_in_starts: &mut copy_in_starts,
+            };
+            scan_server_planned(
+                &server.buf,
+                scan,
+                &mut self.plan,
+                &mut books,
+                &mut self.client.out,
+                &mut verdict,
+            )
+        } else {
+            scan_server(
+                &server.buf,
+                &mut self.partial,
+                &mut self.pending,
+                &mut self.status,
+                &mut copy_in_starts,
+            )
+        };
+        self.dirty |= verdict.uncertain;
         for _ in self.pending..pending_before {
             self.request_ends.pop_front();
         }
@@ -527,7 +588,10 @@ impl<'a> Relay<'a> {
                 self.pending = self.pending.saturating_sub(1);
             }
         }
-        if len > 0 {
+        if planned {
+            server.buf.advance(len);
+            self.client.flush().await.map_err(|_| End::ClientGone)?;
+        } else if len > 0 {
             let written = self.client.stream.write_all(&server.buf[..len]).await;
             server.buf.advance(len);
             written.map_err(|_| End::ClientGone)?;
@@ -548,15 +612,24 @@ impl<'a> Relay<'a> {
                     .await;
             }
         }
-        // Bytes after the last ReadyForQuery are the start of something the
-        // server sent unasked (a notice, a FATAL): keep the connection until
-        // they are whole and handled.
-        let drained = self.partial == 0 && self.server.as_ref().is_some_and(|s| s.buf.is_empty());
+        self.release_if_clean().await;
+        Ok(())
+    }
+
+    /// Transaction mode: back to the pool once every request has its reply,
+    /// nothing is left unsynced, no transaction is open and no bytes are
+    /// held back. Bytes after the last ReadyForQuery are the start of
+    /// something the server sent unasked (a notice, a FATAL): the connection
+    /// is kept until they are whole and handled.
+    async fn release_if_clean(&mut self) {
+        let Some(server) = self.server.as_ref() else {
+            return;
+        };
+        let drained = self.partial == 0 && server.buf.is_empty() && self.plan.is_empty();
         let clean = self.pending == 0 && !self.unsynced && self.status == TransactionStatus::Idle;
-        if clean && drained && !self.settings.session_mode {
+        if clean && drained && !self.sending && !self.settings.session_mode {
             self.release().await;
         }
-        Ok(())
     }
 
     /// In transaction mode a FATAL error ends the server connection, not the
@@ -600,7 +673,7 @@ impl<'a> Relay<'a> {
         if self.handle.cancel_sent.replace(false) {
             return;
         }
-        if std::mem::take(&mut self.dirty) && !reset(&mut conn, "DISCARD ALL").await {
+        if std::mem::take(&mut self.dirty) && !discard_all(&mut conn).await {
             return;
         }
         let pool = conn.pool().clone();
@@ -630,7 +703,15 @@ impl<'a> Relay<'a> {
             message,
             "server connection lost under a client"
         );
-        if let Some(conn) = self.server.take() {
+        if let Some(mut conn) = self.server.take() {
+            let mut cache = self.core.statements.borrow_mut();
+            let mut books = Books {
+                client: &mut self.statements,
+                server: &mut conn.prepared,
+                cache: &mut cache,
+            };
+            self.plan.abandon(&mut books);
+            drop(cache);
             if self.pending > 0 || self.unsynced {
                 // It may still be running the client's statement: stop it.
                 cancel_in_background(&conn);
@@ -696,73 +777,11 @@ impl<'a> Relay<'a> {
             return;
         }
         let needs_discard = self.settings.session_mode || self.dirty;
-        if needs_discard && !reset(&mut conn, "DISCARD ALL").await {
+        if needs_discard && !discard_all(&mut conn).await {
             return;
         }
         let pool = conn.pool().clone();
         pool.checkin(conn);
-    }
-}
-
-/// Walks server messages from the front of `buf`: returns how many bytes can be
-/// forwarded now and why it stopped. Messages the proxy must read
-/// (ReadyForQuery, ErrorResponse) are forwarded only once whole; others are
-/// forwarded as their bytes arrive (`partial` remembers the rest of one).
-fn scan_server(
-    buf: &[u8],
-    partial: &mut usize,
-    pending: &mut u32,
-    status: &mut TransactionStatus,
-    copy_in_starts: &mut u32,
-) -> (usize, Result<ServerEvent, ProtocolError>) {
-    let mut offset = (*partial).min(buf.len());
-    *partial -= offset;
-    if *partial > 0 {
-        return (offset, Ok(ServerEvent::More));
-    }
-    loop {
-        let header = match frame::header(&buf[offset..], MAX_SERVER_MESSAGE_LEN) {
-            Ok(Some(header)) => header,
-            Ok(None) => return (offset, Ok(ServerEvent::More)),
-            Err(error) => return (offset, Err(error)),
-        };
-        let available = buf.len() - offset;
-        let kind = match BackendKind::from_tag(header.tag) {
-            Ok(kind) => kind,
-            Err(error) => return (offset, Err(error)),
-        };
-        match kind {
-            BackendKind::ReadyForQuery | BackendKind::ErrorResponse => {
-                if header.total_len > available {
-                    return (offset, Ok(ServerEvent::More));
-                }
-                let message = &buf[offset..offset + header.total_len];
-                match BackendMessage::decode(message) {
-                    Ok(BackendMessage::ReadyForQuery(new_status)) => {
-                        *status = new_status;
-                        *pending = pending.saturating_sub(1);
-                    }
-                    Ok(BackendMessage::ErrorResponse(fields)) => {
-                        if matches!(fields.severity(), Some("FATAL") | Some("PANIC")) {
-                            return (offset, Ok(ServerEvent::Fatal(header.total_len)));
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(error) => return (offset, Err(error)),
-                }
-                offset += header.total_len;
-            }
-            _ => {
-                if kind == BackendKind::CopyInResponse {
-                    *copy_in_starts += 1;
-                }
-                if header.total_len > available {
-                    *partial = header.total_len - available;
-                    return (buf.len(), Ok(ServerEvent::More));
-                }
-                offset += header.total_len;
-            }
-        }
     }
 }
 
@@ -775,6 +794,12 @@ async fn reset(conn: &mut PooledConn, sql: &str) -> bool {
     )
 }
 
+/// Resets a connection's session state; its prepared statements go too.
+async fn discard_all(conn: &mut PooledConn) -> bool {
+    conn.prepared.clear();
+    reset(conn, "DISCARD ALL").await
+}
+
 /// Sends a CancelRequest for whatever the connection runs, without waiting.
 fn cancel_in_background(conn: &PooledConn) {
     let key = conn.cancel_key.clone();
@@ -782,78 +807,6 @@ fn cancel_in_background(conn: &PooledConn) {
         let _ = server_conn::send_cancel(&key, RESET_TIMEOUT).await;
     })
     .detach();
-}
-
-/// Records how each forwarded request ends (see `Relay::request_ends`) and
-/// returns true when one of the messages changes session state that would
-/// outlive the transaction. The bytes were validated by `scan_client`.
-fn note_requests(buf: &[u8], ends: &mut VecDeque<bool>) -> bool {
-    let mut dirty = false;
-    let mut offset = 0;
-    while let Ok(Some(header)) = frame::header(&buf[offset..], DEFAULT_MAX_MESSAGE_LEN) {
-        let end = offset + header.total_len;
-        if end > buf.len() {
-            break;
-        }
-        let body = &buf[offset + frame::HEADER_LEN..end];
-        match FrontendKind::from_tag(header.tag) {
-            Ok(FrontendKind::Query) => {
-                ends.push_back(false);
-                dirty |= changes_session_state(body);
-            }
-            Ok(FrontendKind::FunctionCall) => ends.push_back(false),
-            Ok(FrontendKind::Sync) => ends.push_back(true),
-            // A named prepared statement outlives the transaction.
-            Ok(FrontendKind::Parse) => dirty |= body.first().is_some_and(|b| *b != 0),
-            _ => {}
-        }
-        offset = end;
-    }
-    dirty
-}
-
-/// True when a simple-protocol SQL string starts with a statement whose effect
-/// outlives its transaction. Transaction pooling hands the connection to other
-/// clients afterwards, so such a connection is reset (DISCARD ALL) first.
-/// Looks at the first word only (and a little past it); no allocation.
-/// (Tracking and replaying this state per client is the session-state work;
-/// `set_config(..., false)` and advisory locks are handled there too.)
-fn changes_session_state(sql: &[u8]) -> bool {
-    let (word, rest) = first_word(sql);
-    let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
-    if is("set") {
-        // SET LOCAL ends with the transaction.
-        return !first_word(rest).0.eq_ignore_ascii_case(b"local");
-    }
-    if is("create") {
-        let next = first_word(rest).0;
-        return next.eq_ignore_ascii_case(b"temp") || next.eq_ignore_ascii_case(b"temporary");
-    }
-    if is("declare") {
-        return contains_ignore_case(rest, b"with hold");
-    }
-    ["reset", "listen", "prepare", "load", "discard"]
-        .iter()
-        .any(|w| is(w))
-}
-
-/// The first run of ASCII letters after leading white space, and what follows.
-fn first_word(sql: &[u8]) -> (&[u8], &[u8]) {
-    let start = sql
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(sql.len());
-    let end = sql[start..]
-        .iter()
-        .position(|b| !b.is_ascii_alphabetic())
-        .map_or(sql.len(), |n| start + n);
-    (&sql[start..end], &sql[end..])
-}
-
-fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn checkout_failure(error: &CheckoutError, database: &str) -> (&'static str, String) {
@@ -870,138 +823,5 @@ fn checkout_failure(error: &CheckoutError, database: &str) -> (&'static str, Str
             "57P01",
             format!("the pool for \"{database}\" was reconfigured; retry"),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::BytesMut;
-
-    fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
-        out.extend_from_slice(&[tag]);
-        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        out.extend_from_slice(body);
-    }
-
-    #[test]
-    fn client_batch_counts_sync_points_and_unsynced() {
-        let mut buf = BytesMut::new();
-        msg(&mut buf, b'P', b"\0select 1\0\0\0");
-        msg(&mut buf, b'B', b"\0\0\0\0\0\0\0\0");
-        msg(&mut buf, b'E', b"\0\0\0\0\0");
-        let batch = scan_client(&buf, false).unwrap();
-        assert_eq!(batch.sync_points, 0);
-        assert!(batch.unsynced);
-        assert!(!batch.flush);
-        msg(&mut buf, b'S', b"");
-        let batch = scan_client(&buf, false).unwrap();
-        assert_eq!(batch.sync_points, 1);
-        assert!(!batch.unsynced);
-        assert_eq!(batch.len, buf.len());
-    }
-
-    #[test]
-    fn client_batch_stops_at_incomplete_and_terminate() {
-        let mut buf = BytesMut::new();
-        msg(&mut buf, b'Q', b"select 1\0");
-        let whole = buf.len();
-        msg(&mut buf, b'X', b"");
-        msg(&mut buf, b'Q', b"select 2\0");
-        let batch = scan_client(&buf, false).unwrap();
-        assert_eq!(batch.len, whole);
-        assert!(batch.terminate);
-        let batch = scan_client(&buf[..whole + 2], false).unwrap();
-        assert_eq!(batch.len, whole);
-        assert!(!batch.terminate);
-    }
-
-    #[test]
-    fn session_changing_statements() {
-        for sql in [
-            "SET search_path TO a",
-            "  set statement_timeout = 5",
-            "RESET ALL",
-            "listen chan",
-            "PREPARE p AS SELECT 1",
-            "create temp table t (id int)",
-            "CREATE TEMPORARY TABLE t (id int)",
-            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
-            "DISCARD PLANS",
-        ] {
-            assert!(changes_session_state(sql.as_bytes()), "{sql}");
-        }
-        for sql in [
-            "SET LOCAL search_path TO a",
-            "select 1",
-            "SELECT * FROM settings",
-            "create table t (id int)",
-            "DECLARE c CURSOR FOR SELECT 1",
-            "insert into listen values (1)",
-            "",
-        ] {
-            assert!(!changes_session_state(sql.as_bytes()), "{sql}");
-        }
-    }
-
-    #[test]
-    fn requests_ends_and_named_parse_are_noted() {
-        let mut buf = BytesMut::new();
-        msg(&mut buf, b'P', b"s1\0select 1\0\0\0");
-        msg(&mut buf, b'S', b"");
-        msg(&mut buf, b'Q', b"select 1\0");
-        let mut ends = VecDeque::new();
-        assert!(note_requests(&buf, &mut ends));
-        assert_eq!(ends, [true, false]);
-        let mut buf = BytesMut::new();
-        msg(&mut buf, b'P', b"\0select 1\0\0\0");
-        msg(&mut buf, b'S', b"");
-        assert!(!note_requests(&buf, &mut ends));
-    }
-
-    #[test]
-    fn client_batch_rejects_unknown_tag() {
-        let mut buf = BytesMut::new();
-        msg(&mut buf, b'!', b"");
-        assert!(scan_client(&buf, false).is_err());
-    }
-
-    #[test]
-    fn server_scan_forwards_partial_rows_but_waits_for_whole_ready_for_query() {
-        let mut buf = BytesMut::new();
-        msg(&mut buf, b'D', &[0u8; 100]);
-        msg(&mut buf, b'C', b"SELECT 1\0");
-        msg(&mut buf, b'Z', b"I");
-        let (mut partial, mut pending, mut status) = (0, 1, TransactionStatus::InTransaction);
-        // Half a DataRow: forwarded, 50-odd bytes still owed.
-        let (len, event) = scan_server(&buf[..60], &mut partial, &mut pending, &mut status, &mut 0);
-        assert_eq!(len, 60);
-        assert!(matches!(event, Ok(ServerEvent::More)));
-        assert_eq!(partial, 105 - 60);
-        // The rest minus the last byte of ReadyForQuery: stops before it.
-        let rest = &buf[60..buf.len() - 1];
-        let (len, _) = scan_server(rest, &mut partial, &mut pending, &mut status, &mut 0);
-        assert_eq!(len, rest.len() - 5);
-        assert_eq!(pending, 1);
-        let rest = &buf[60 + len..];
-        let (len, _) = scan_server(rest, &mut partial, &mut pending, &mut status, &mut 0);
-        assert_eq!(len, 6);
-        assert_eq!(pending, 0);
-        assert_eq!(status, TransactionStatus::Idle);
-    }
-
-    #[test]
-    fn server_scan_stops_before_fatal() {
-        let mut buf = BytesMut::new();
-        msg(&mut buf, b'N', b"SNOTICE\0C00000\0Mhi\0\0");
-        let notice = buf.len();
-        msg(&mut buf, b'E', b"SFATAL\0VFATAL\0C57P01\0Mbye\0\0");
-        let (mut partial, mut pending, mut status) = (0, 1, TransactionStatus::Idle);
-        let (len, event) = scan_server(&buf, &mut partial, &mut pending, &mut status, &mut 0);
-        assert_eq!(len, notice);
-        match event {
-            Ok(ServerEvent::Fatal(n)) => assert_eq!(n, buf.len() - notice),
-            _ => panic!("expected a fatal event"),
-        }
     }
 }

@@ -1,0 +1,48 @@
+//! One client's statement names, mapped onto the core's shared statements.
+//!
+//! Must not: outlive the session or be seen by another client.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::cache::Statement;
+
+#[derive(Default)]
+pub struct ClientStatements {
+    by_name: HashMap<Box<str>, Rc<Statement>>,
+}
+
+impl ClientStatements {
+    pub fn get(&self, name: &str) -> Option<&Rc<Statement>> {
+        self.by_name.get(name)
+    }
+
+    /// Returns what the name meant before, if anything.
+    pub fn insert(&mut self, name: &str, statement: Rc<Statement>) -> Option<Rc<Statement>> {
+        self.by_name.insert(name.into(), statement)
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Rc<Statement>> {
+        self.by_name.remove(name)
+    }
+
+    /// Empties the map, returning what it held (for an undo).
+    pub fn take_all(&mut self) -> HashMap<Box<str>, Rc<Statement>> {
+        std::mem::take(&mut self.by_name)
+    }
+
+    /// Puts back names taken by `take_all`, keeping any defined since.
+    pub fn restore(&mut self, names: HashMap<Box<str>, Rc<Statement>>) {
+        for (name, statement) in names {
+            self.by_name.entry(name).or_insert(statement);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}

@@ -1,0 +1,380 @@
+//! Rewrites a batch of client messages for the server connection at hand:
+//! client statement names become the core's server-side names, a Parse the
+//! server already has is answered here, a statement the server lacks is
+//! prepared first, and Close and DEALLOCATE act on the client's names only.
+//! Every message sent or answered gets its entry in the reply plan.
+//!
+//! Must not: allocate or copy for batches that name no statement (the relay
+//! asks `needs_rewrite` first and forwards those bytes untouched).
+
+use std::rc::Rc;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::protocol::backend::TransactionStatus;
+use crate::protocol::frame::{self, HEADER_LEN};
+use crate::protocol::frontend::{
+    statement_name_span, DescribeTarget, FrontendKind, FrontendMessage,
+};
+use crate::protocol::write::{self, Severity};
+use crate::protocol::{ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
+
+use super::cache::{server_name, Statement, StatementCache};
+use super::client::ClientStatements;
+use super::plan::{Action, ClientUndo, Entry, Expect, ReplyPlan, ServerUndo};
+use super::server::ServerStatements;
+
+/// The three sets of books a rewrite and its replies keep.
+pub struct Books<'a> {
+    pub client: &'a mut ClientStatements,
+    pub server: &'a mut ServerStatements,
+    pub cache: &'a mut StatementCache,
+}
+
+/// True when some message in `batch` (complete messages) names a prepared
+/// statement or may drop them: only then is the batch rewritten.
+pub fn needs_rewrite(batch: &[u8]) -> bool {
+    let mut offset = 0;
+    while let Ok(Some(header)) = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN) {
+        let end = offset + header.total_len;
+        let Some(body) = batch.get(offset + HEADER_LEN..end) else {
+            return false;
+        };
+        match FrontendKind::from_tag(header.tag) {
+            Ok(FrontendKind::Query) => {
+                if drops_statements(body) {
+                    return true;
+                }
+            }
+            Ok(kind) => {
+                if statement_name_span(kind, body).is_some_and(|span| !span.is_empty()) {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+        offset = end;
+    }
+    false
+}
+
+/// Rewrites `batch` into `out`, adding an entry to `plan` for each message
+/// that earns a reply. `status` is the server's transaction status before
+/// the batch.
+pub fn rewrite_batch(
+    batch: &[u8],
+    books: &mut Books<'_>,
+    status: TransactionStatus,
+    out: &mut BytesMut,
+    plan: &mut ReplyPlan,
+) -> Result<(), ProtocolError> {
+    let mut offset = 0;
+    while let Some(header) = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN)? {
+        let end = offset + header.total_len;
+        let Some(msg) = batch.get(offset..end) else {
+            break;
+        };
+        rewrite_message(msg, books, status, out, plan)?;
+        offset = end;
+    }
+    Ok(())
+}
+
+fn rewrite_message(
+    msg: &[u8],
+    books: &mut Books<'_>,
+    status: TransactionStatus,
+    out: &mut BytesMut,
+    plan: &mut ReplyPlan,
+) -> Result<(), ProtocolError> {
+    let forward = |out: &mut BytesMut, plan: &mut ReplyPlan, expect| {
+        out.extend_from_slice(msg);
+        plan.push(Entry::new(expect, Action::Forward));
+    };
+    match FrontendMessage::decode(msg)? {
+        FrontendMessage::Parse { name, .. } if !name.is_empty() => {
+            let tail = &msg[HEADER_LEN + name.len() + 1..];
+            parse(name, tail, books, out, plan);
+        }
+        FrontendMessage::Parse { .. } => forward(out, plan, Expect::ParseComplete),
+        FrontendMessage::Bind { statement, .. } => {
+            renamed(msg, statement, books, out, plan, Expect::BindComplete);
+        }
+        FrontendMessage::Describe {
+            target: DescribeTarget::Statement,
+            name,
+        } => renamed(msg, name, books, out, plan, Expect::DescribeStatement),
+        FrontendMessage::Describe { .. } => forward(out, plan, Expect::DescribePortal),
+        FrontendMessage::Close {
+            target: DescribeTarget::Statement,
+            name,
+        } if !name.is_empty() => close(name, books, plan),
+        FrontendMessage::Close { .. } => forward(out, plan, Expect::CloseComplete),
+        FrontendMessage::Execute { .. } => forward(out, plan, Expect::Execute),
+        FrontendMessage::Sync => forward(out, plan, Expect::Ready { sync: true }),
+        FrontendMessage::Query { sql } => query(msg, sql, books, status, out, plan),
+        FrontendMessage::FunctionCall(_) => forward(out, plan, Expect::Ready { sync: false }),
+        FrontendMessage::Flush
+        | FrontendMessage::CopyData(_)
+        | FrontendMessage::CopyDone
+        | FrontendMessage::CopyFail { .. } => out.extend_from_slice(msg),
+        FrontendMessage::Terminate | FrontendMessage::Password(_) => {
+            return Err(ProtocolError::Malformed("unexpected message in a request"));
+        }
+    }
+    Ok(())
+}
+
+/// A named Parse.
+fn parse(name: &str, tail: &[u8], books: &mut Books<'_>, out: &mut BytesMut, plan: &mut ReplyPlan) {
+    let statement = books.cache.intern(tail);
+    if books.client.get(name).is_some() {
+        // Postgres refuses to redefine a name. The server is made to refuse
+        // too (a second Parse of a name it has), so the transaction fails as
+        // it would, and its error is replaced by one naming the client's name.
+        prepare_if_missing(&statement, books, out, plan);
+        out.extend_from_slice(&statement.parse);
+        let mut error = BytesMut::new();
+        let message = format!("prepared statement \"{name}\" already exists");
+        write::error_response(&mut error, Severity::Error, "42P05", &message, None);
+        plan.push(Entry::new(
+            Expect::ParseComplete,
+            Action::ReplaceError(error.freeze()),
+        ));
+        return;
+    }
+    let previous = books.client.insert(name, statement.clone());
+    let undo = ClientUndo::Defined {
+        name: name.into(),
+        previous,
+    };
+    if books.server.touch(statement.id) {
+        let mut answer = BytesMut::with_capacity(HEADER_LEN);
+        write::parse_complete(&mut answer);
+        plan.push(
+            Entry::new(Expect::ParseComplete, Action::Answer(answer.freeze())).undo_client(undo),
+        );
+        return;
+    }
+    close_evicted(books.server.insert(statement.id), out, plan);
+    out.extend_from_slice(&statement.parse);
+    plan.push(
+        Entry::new(Expect::ParseComplete, Action::Forward)
+            .undo_client(undo)
+            .undo_server(ServerUndo::Prepared(statement)),
+    );
+}
+
+/// A Bind or a statement Describe: the client's name becomes the server's,
+/// preparing the statement first if this server connection lacks it. A name
+/// the client never defined goes through as it is, for Postgres to refuse.
+fn renamed(
+    msg: &[u8],
+    name: &str,
+    books: &mut Books<'_>,
+    out: &mut BytesMut,
+    plan: &mut ReplyPlan,
+    expect: Expect,
+) {
+    let statement = match books.client.get(name) {
+        Some(statement) if !name.is_empty() => statement.clone(),
+        _ => {
+            out.extend_from_slice(msg);
+            plan.push(Entry::new(expect, Action::Forward));
+            return;
+        }
+    };
+    prepare_if_missing(&statement, books, out, plan);
+    let tag = msg[0];
+    let body = &msg[HEADER_LEN..];
+    let kind = FrontendKind::from_tag(tag).expect("decoded by the caller");
+    let span = statement_name_span(kind, body).expect("decoded by the caller");
+    let new_name = statement.server_name.as_bytes();
+    let body_len = body.len() - span.len() + new_name.len();
+    out.reserve(HEADER_LEN + body_len);
+    out.put_u8(tag);
+    out.put_u32((4 + body_len) as u32);
+    out.put_slice(&body[..span.start]);
+    out.put_slice(new_name);
+    out.put_slice(&body[span.end..]);
+    plan.push(Entry::new(expect, Action::Forward));
+}
+
+/// Sends a hidden Parse when the server connection lacks `statement`.
+fn prepare_if_missing(
+    statement: &Rc<Statement>,
+    books: &mut Books<'_>,
+    out: &mut BytesMut,
+    plan: &mut ReplyPlan,
+) {
+    if books.server.touch(statement.id) {
+        return;
+    }
+    close_evicted(books.server.insert(statement.id), out, plan);
+    out.extend_from_slice(&statement.parse);
+    plan.push(
+        Entry::new(Expect::ParseComplete, Action::Hide)
+            .undo_server(ServerUndo::Prepared(statement.clone())),
+    );
+}
+
+/// Closes, with a hidden reply, a statement evicted from the connection.
+fn close_evicted(
+    evicted: Option<super::cache::StatementId>,
+    out: &mut BytesMut,
+    plan: &mut ReplyPlan,
+) {
+    let Some(id) = evicted else {
+        return;
+    };
+    write::close_statement(out, &server_name(id));
+    plan.push(Entry::new(Expect::CloseComplete, Action::Hide).undo_server(ServerUndo::Closed(id)));
+}
+
+/// Close of a named statement: the client's name goes; the server keeps the
+/// statement for other clients. Closing an unknown name is not an error.
+fn close(name: &str, books: &mut Books<'_>, plan: &mut ReplyPlan) {
+    let mut answer = BytesMut::with_capacity(HEADER_LEN);
+    write::close_complete(&mut answer);
+    let mut entry = Entry::new(Expect::CloseComplete, Action::Answer(answer.freeze()));
+    if let Some(statement) = books.client.remove(name) {
+        entry = entry.undo_client(ClientUndo::Closed {
+            name: name.into(),
+            statement,
+        });
+    }
+    plan.push(entry);
+}
+
+/// A simple Query: DEALLOCATE of a client name is carried out here (an empty
+/// query takes its place, so the transaction state stays the server's);
+/// DEALLOCATE ALL and DISCARD ALL drop every client name.
+fn query(
+    msg: &[u8],
+    sql: &str,
+    books: &mut Books<'_>,
+    status: TransactionStatus,
+    out: &mut BytesMut,
+    plan: &mut ReplyPlan,
+) {
+    let ready = Expect::Ready { sync: false };
+    match drop_target(sql.as_bytes()) {
+        Some(Drop::All) => {
+            let names = books.client.take_all();
+            out.extend_from_slice(msg);
+            plan.push(Entry::new(ready, Action::Forward).undo_client(ClientUndo::ClosedAll(names)));
+        }
+        // In a failed transaction Postgres refuses DEALLOCATE: let it.
+        Some(Drop::Name(name)) if status != TransactionStatus::Failed => {
+            match books.client.remove(&name) {
+                Some(statement) => {
+                    write::query(out, "");
+                    plan.push(
+                        Entry::new(ready, Action::EmptyAs("DEALLOCATE")).undo_client(
+                            ClientUndo::Closed {
+                                name: name.into_boxed_str(),
+                                statement,
+                            },
+                        ),
+                    );
+                }
+                None => {
+                    out.extend_from_slice(msg);
+                    plan.push(Entry::new(ready, Action::Forward));
+                }
+            }
+        }
+        _ => {
+            out.extend_from_slice(msg);
+            plan.push(Entry::new(ready, Action::Forward));
+        }
+    }
+}
+
+/// What a single-statement DEALLOCATE or DISCARD drops.
+#[derive(Debug, PartialEq, Eq)]
+enum Drop {
+    All,
+    Name(String),
+}
+
+/// Cheap first look: does the Query start with DEALLOCATE or DISCARD?
+fn drops_statements(body: &[u8]) -> bool {
+    let (word, _) = word(body);
+    word.eq_ignore_ascii_case(b"deallocate") || word.eq_ignore_ascii_case(b"discard")
+}
+
+/// Parses `DEALLOCATE [PREPARE] {name | ALL}` and `DISCARD ALL`, alone in
+/// the string (a trailing semicolon allowed). Unquoted names fold to lower
+/// case, as Postgres folds identifiers.
+fn drop_target(sql: &[u8]) -> Option<Drop> {
+    let (first, rest) = word(sql);
+    let target = if first.eq_ignore_ascii_case(b"discard") {
+        let (second, rest) = word(rest);
+        if !second.eq_ignore_ascii_case(b"all") {
+            return None;
+        }
+        (Drop::All, rest)
+    } else if first.eq_ignore_ascii_case(b"deallocate") {
+        let (mut second, mut rest) = word(rest);
+        if second.eq_ignore_ascii_case(b"prepare") {
+            (second, rest) = word(rest);
+        }
+        if second.eq_ignore_ascii_case(b"all") {
+            (Drop::All, rest)
+        } else if second.is_empty() {
+            let (name, rest) = quoted_identifier(rest)?;
+            (Drop::Name(name), rest)
+        } else {
+            let name = String::from_utf8(second.to_ascii_lowercase()).ok()?;
+            (Drop::Name(name), rest)
+        }
+    } else {
+        return None;
+    };
+    let (target, rest) = target;
+    let rest = trim_start(rest);
+    let rest = rest.strip_prefix(b";").unwrap_or(rest);
+    trim_start(rest).is_empty().then_some(target)
+}
+
+/// The identifier-like word after leading white space, and what follows.
+fn word(sql: &[u8]) -> (&[u8], &[u8]) {
+    let sql = trim_start(sql);
+    let end = sql
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$'))
+        .unwrap_or(sql.len());
+    sql.split_at(end)
+}
+
+fn trim_start(sql: &[u8]) -> &[u8] {
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    &sql[start..]
+}
+
+/// A `"quoted"` identifier (`""` inside stands for one quote).
+fn quoted_identifier(sql: &[u8]) -> Option<(String, &[u8])> {
+    let sql = trim_start(sql).strip_prefix(b"\"")?;
+    let mut name = Vec::new();
+    let mut i = 0;
+    loop {
+        match sql.get(i)? {
+            b'"' if sql.get(i + 1) == Some(&b'"') => {
+                name.push(b'"');
+                i += 2;
+            }
+            b'"' => return Some((String::from_utf8(name).ok()?, &sql[i + 1..])),
+            byte => {
+                name.push(*byte);
+                i += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

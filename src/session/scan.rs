@@ -1,0 +1,420 @@
+//! Scans of the byte streams the relay forwards: where client requests end
+//! and what they will change, and which server messages the relay must see
+//! (ReadyForQuery, errors, COPY starts) among those it just passes on.
+//!
+//! Must not: do I/O or hold session state; the relay owns both and passes in
+//! what a scan needs.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+
+use crate::prepared::{Books, ReplyPlan, Verdict};
+use crate::protocol::backend::{BackendKind, BackendMessage, TransactionStatus};
+use crate::protocol::frontend::FrontendKind;
+use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
+
+/// Postgres never sends a message over 1 GiB (MaxAllocSize).
+const MAX_SERVER_MESSAGE_LEN: usize = 1 << 30;
+
+/// Complete client messages at the front of the buffer, as far as they go.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct ClientBatch {
+    /// Bytes of complete messages before any Terminate.
+    pub len: usize,
+    /// Messages that each earn a ReadyForQuery: Query, Sync, FunctionCall.
+    pub sync_points: u32,
+    pub flush: bool,
+    /// Extended-protocol messages after the last sync point.
+    pub unsynced: bool,
+    pub terminate: bool,
+}
+
+pub(super) fn scan_client(buf: &[u8], unsynced: bool) -> Result<ClientBatch, ProtocolError> {
+    let mut batch = ClientBatch {
+        unsynced,
+        ..ClientBatch::default()
+    };
+    let mut offset = 0;
+    while let Some(header) = frame::header(&buf[offset..], DEFAULT_MAX_MESSAGE_LEN)? {
+        if offset + header.total_len > buf.len() {
+            break;
+        }
+        match FrontendKind::from_tag(header.tag)? {
+            FrontendKind::Query | FrontendKind::Sync | FrontendKind::FunctionCall => {
+                batch.sync_points += 1;
+                batch.unsynced = false;
+            }
+            FrontendKind::Flush => batch.flush = true,
+            FrontendKind::Terminate => {
+                batch.terminate = true;
+                break;
+            }
+            FrontendKind::Parse
+            | FrontendKind::Bind
+            | FrontendKind::Describe
+            | FrontendKind::Execute
+            | FrontendKind::Close => batch.unsynced = true,
+            FrontendKind::CopyData | FrontendKind::CopyDone | FrontendKind::CopyFail => {}
+            FrontendKind::Password => {
+                return Err(ProtocolError::Malformed("password message after login"));
+            }
+        }
+        offset += header.total_len;
+        batch.len = offset;
+    }
+    Ok(batch)
+}
+
+/// What stopped a scan of server bytes.
+pub(super) enum ServerEvent {
+    /// Nothing more to look at now.
+    More,
+    /// A FATAL/PANIC ErrorResponse of this length starts at the scan end: the
+    /// server is about to close.
+    Fatal(usize),
+}
+
+/// Walks server messages from the front of `buf`: returns how many bytes can be
+/// forwarded now and why it stopped. Messages the proxy must read
+/// (ReadyForQuery, ErrorResponse) are forwarded only once whole; others are
+/// forwarded as their bytes arrive (`partial` remembers the rest of one).
+pub(super) fn scan_server(
+    buf: &[u8],
+    partial: &mut usize,
+    pending: &mut u32,
+    status: &mut TransactionStatus,
+    copy_in_starts: &mut u32,
+) -> (usize, Result<ServerEvent, ProtocolError>) {
+    let mut offset = (*partial).min(buf.len());
+    *partial -= offset;
+    if *partial > 0 {
+        return (offset, Ok(ServerEvent::More));
+    }
+    loop {
+        let header = match frame::header(&buf[offset..], MAX_SERVER_MESSAGE_LEN) {
+            Ok(Some(header)) => header,
+            Ok(None) => return (offset, Ok(ServerEvent::More)),
+            Err(error) => return (offset, Err(error)),
+        };
+        let available = buf.len() - offset;
+        let kind = match BackendKind::from_tag(header.tag) {
+            Ok(kind) => kind,
+            Err(error) => return (offset, Err(error)),
+        };
+        match kind {
+            BackendKind::ReadyForQuery | BackendKind::ErrorResponse => {
+                if header.total_len > available {
+                    return (offset, Ok(ServerEvent::More));
+                }
+                let message = &buf[offset..offset + header.total_len];
+                match BackendMessage::decode(message) {
+                    Ok(BackendMessage::ReadyForQuery(new_status)) => {
+                        *status = new_status;
+                        *pending = pending.saturating_sub(1);
+                    }
+                    Ok(BackendMessage::ErrorResponse(fields)) => {
+                        if matches!(fields.severity(), Some("FATAL") | Some("PANIC")) {
+                            return (offset, Ok(ServerEvent::Fatal(header.total_len)));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => return (offset, Err(error)),
+                }
+                offset += header.total_len;
+            }
+            _ => {
+                if kind == BackendKind::CopyInResponse {
+                    *copy_in_starts += 1;
+                }
+                if header.total_len > available {
+                    *partial = header.total_len - available;
+                    return (buf.len(), Ok(ServerEvent::More));
+                }
+                offset += header.total_len;
+            }
+        }
+    }
+}
+
+/// The books a planned scan keeps, passed together.
+pub(super) struct ServerScan<'a> {
+    pub partial: &'a mut usize,
+    pub pending: &'a mut u32,
+    pub status: &'a mut TransactionStatus,
+    pub copy_in_starts: &'a mut u32,
+}
+
+/// As `scan_server`, while a reply plan is in force (prepared statements were
+/// rewritten): every whole message goes through the plan, which writes what
+/// the client sees of it to `out`. Rows may still go out before they are
+/// whole when the plan forwards them. Returns the bytes consumed.
+pub(super) fn scan_server_planned(
+    buf: &[u8],
+    scan: ServerScan<'_>,
+    plan: &mut ReplyPlan,
+    books: &mut Books<'_>,
+    out: &mut BytesMut,
+    verdict: &mut Verdict,
+) -> (usize, Result<ServerEvent, ProtocolError>) {
+    let mut offset = (*scan.partial).min(buf.len());
+    out.extend_from_slice(&buf[..offset]);
+    *scan.partial -= offset;
+    if *scan.partial > 0 {
+        return (offset, Ok(ServerEvent::More));
+    }
+    loop {
+        plan.answer_ready(out);
+        let header = match frame::header(&buf[offset..], MAX_SERVER_MESSAGE_LEN) {
+            Ok(Some(header)) => header,
+            Ok(None) => return (offset, Ok(ServerEvent::More)),
+            Err(error) => return (offset, Err(error)),
+        };
+        let kind = match BackendKind::from_tag(header.tag) {
+            Ok(kind) => kind,
+            Err(error) => return (offset, Err(error)),
+        };
+        let available = buf.len() - offset;
+        if header.total_len > available {
+            let rows = matches!(kind, BackendKind::DataRow | BackendKind::CopyData);
+            if rows && (plan.is_empty() || plan.forwards_rows()) {
+                out.extend_from_slice(&buf[offset..]);
+                *scan.partial = header.total_len - available;
+                return (buf.len(), Ok(ServerEvent::More));
+            }
+            return (offset, Ok(ServerEvent::More));
+        }
+        let message = &buf[offset..offset + header.total_len];
+        match kind {
+            BackendKind::ReadyForQuery | BackendKind::ErrorResponse => {
+                match BackendMessage::decode(message) {
+                    Ok(BackendMessage::ReadyForQuery(new_status)) => {
+                        *scan.status = new_status;
+                        *scan.pending = scan.pending.saturating_sub(1);
+                    }
+                    Ok(BackendMessage::ErrorResponse(fields)) => {
+                        if matches!(fields.severity(), Some("FATAL") | Some("PANIC")) {
+                            return (offset, Ok(ServerEvent::Fatal(header.total_len)));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => return (offset, Err(error)),
+                }
+            }
+            BackendKind::CopyInResponse => *scan.copy_in_starts += 1,
+            _ => {}
+        }
+        let step = plan.on_message(kind, message, books, out);
+        verdict.uncertain |= step.uncertain;
+        offset += header.total_len;
+    }
+}
+
+/// Records how each forwarded request ends (see `Relay::request_ends`) and
+/// returns true when one of the messages changes session state that would
+/// outlive the transaction. The bytes were validated by `scan_client`.
+pub(super) fn note_requests(buf: &[u8], ends: &mut VecDeque<bool>, renamed: bool) -> bool {
+    let mut dirty = false;
+    let mut offset = 0;
+    while let Ok(Some(header)) = frame::header(&buf[offset..], DEFAULT_MAX_MESSAGE_LEN) {
+        let end = offset + header.total_len;
+        if end > buf.len() {
+            break;
+        }
+        let body = &buf[offset + frame::HEADER_LEN..end];
+        match FrontendKind::from_tag(header.tag) {
+            Ok(FrontendKind::Query) => {
+                ends.push_back(false);
+                dirty |= changes_session_state(body);
+            }
+            Ok(FrontendKind::FunctionCall) => ends.push_back(false),
+            Ok(FrontendKind::Sync) => ends.push_back(true),
+            // A named prepared statement outlives the transaction, unless
+            // sleddog renames it (the server connection keeps those on purpose).
+            Ok(FrontendKind::Parse) => {
+                dirty |= !renamed && body.first().is_some_and(|b| *b != 0);
+            }
+            _ => {}
+        }
+        offset = end;
+    }
+    dirty
+}
+
+/// True when a simple-protocol SQL string starts with a statement whose effect
+/// outlives its transaction. Transaction pooling hands the connection to other
+/// clients afterwards, so such a connection is reset (DISCARD ALL) first.
+/// Looks at the first word only (and a little past it); no allocation.
+/// (Tracking and replaying this state per client is the session-state work;
+/// `set_config(..., false)` and advisory locks are handled there too.)
+fn changes_session_state(sql: &[u8]) -> bool {
+    let (word, rest) = first_word(sql);
+    let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
+    if is("set") {
+        // SET LOCAL ends with the transaction.
+        return !first_word(rest).0.eq_ignore_ascii_case(b"local");
+    }
+    if is("create") {
+        let next = first_word(rest).0;
+        return next.eq_ignore_ascii_case(b"temp") || next.eq_ignore_ascii_case(b"temporary");
+    }
+    if is("declare") {
+        return contains_ignore_case(rest, b"with hold");
+    }
+    ["reset", "listen", "prepare", "load", "discard"]
+        .iter()
+        .any(|w| is(w))
+}
+
+/// The first run of ASCII letters after leading white space, and what follows.
+fn first_word(sql: &[u8]) -> (&[u8], &[u8]) {
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let end = sql[start..]
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .map_or(sql.len(), |n| start + n);
+    (&sql[start..end], &sql[end..])
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    fn msg(out: &mut BytesMut, tag: u8, body: &[u8]) {
+        out.extend_from_slice(&[tag]);
+        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+
+    #[test]
+    fn client_batch_counts_sync_points_and_unsynced() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'P', b"\0select 1\0\0\0");
+        msg(&mut buf, b'B', b"\0\0\0\0\0\0\0\0");
+        msg(&mut buf, b'E', b"\0\0\0\0\0");
+        let batch = scan_client(&buf, false).unwrap();
+        assert_eq!(batch.sync_points, 0);
+        assert!(batch.unsynced);
+        assert!(!batch.flush);
+        msg(&mut buf, b'S', b"");
+        let batch = scan_client(&buf, false).unwrap();
+        assert_eq!(batch.sync_points, 1);
+        assert!(!batch.unsynced);
+        assert_eq!(batch.len, buf.len());
+    }
+
+    #[test]
+    fn client_batch_stops_at_incomplete_and_terminate() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'Q', b"select 1\0");
+        let whole = buf.len();
+        msg(&mut buf, b'X', b"");
+        msg(&mut buf, b'Q', b"select 2\0");
+        let batch = scan_client(&buf, false).unwrap();
+        assert_eq!(batch.len, whole);
+        assert!(batch.terminate);
+        let batch = scan_client(&buf[..whole + 2], false).unwrap();
+        assert_eq!(batch.len, whole);
+        assert!(!batch.terminate);
+    }
+
+    #[test]
+    fn session_changing_statements() {
+        for sql in [
+            "SET search_path TO a",
+            "  set statement_timeout = 5",
+            "RESET ALL",
+            "listen chan",
+            "PREPARE p AS SELECT 1",
+            "create temp table t (id int)",
+            "CREATE TEMPORARY TABLE t (id int)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "DISCARD PLANS",
+        ] {
+            assert!(changes_session_state(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SET LOCAL search_path TO a",
+            "select 1",
+            "SELECT * FROM settings",
+            "create table t (id int)",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "insert into listen values (1)",
+            "",
+        ] {
+            assert!(!changes_session_state(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn requests_ends_and_named_parse_are_noted() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'P', b"s1\0select 1\0\0\0");
+        msg(&mut buf, b'S', b"");
+        msg(&mut buf, b'Q', b"select 1\0");
+        let mut ends = VecDeque::new();
+        assert!(note_requests(&buf, &mut ends, false));
+        assert!(!note_requests(&buf, &mut VecDeque::new(), true));
+        assert_eq!(ends, [true, false]);
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'P', b"\0select 1\0\0\0");
+        msg(&mut buf, b'S', b"");
+        assert!(!note_requests(&buf, &mut ends, false));
+    }
+
+    #[test]
+    fn client_batch_rejects_unknown_tag() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'!', b"");
+        assert!(scan_client(&buf, false).is_err());
+    }
+
+    #[test]
+    fn server_scan_forwards_partial_rows_but_waits_for_whole_ready_for_query() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'D', &[0u8; 100]);
+        msg(&mut buf, b'C', b"SELECT 1\0");
+        msg(&mut buf, b'Z', b"I");
+        let (mut partial, mut pending, mut status) = (0, 1, TransactionStatus::InTransaction);
+        // Half a DataRow: forwarded, 50-odd bytes still owed.
+        let (len, event) = scan_server(&buf[..60], &mut partial, &mut pending, &mut status, &mut 0);
+        assert_eq!(len, 60);
+        assert!(matches!(event, Ok(ServerEvent::More)));
+        assert_eq!(partial, 105 - 60);
+        // The rest minus the last byte of ReadyForQuery: stops before it.
+        let rest = &buf[60..buf.len() - 1];
+        let (len, _) = scan_server(rest, &mut partial, &mut pending, &mut status, &mut 0);
+        assert_eq!(len, rest.len() - 5);
+        assert_eq!(pending, 1);
+        let rest = &buf[60 + len..];
+        let (len, _) = scan_server(rest, &mut partial, &mut pending, &mut status, &mut 0);
+        assert_eq!(len, 6);
+        assert_eq!(pending, 0);
+        assert_eq!(status, TransactionStatus::Idle);
+    }
+
+    #[test]
+    fn server_scan_stops_before_fatal() {
+        let mut buf = BytesMut::new();
+        msg(&mut buf, b'N', b"SNOTICE\0C00000\0Mhi\0\0");
+        let notice = buf.len();
+        msg(&mut buf, b'E', b"SFATAL\0VFATAL\0C57P01\0Mbye\0\0");
+        let (mut partial, mut pending, mut status) = (0, 1, TransactionStatus::Idle);
+        let (len, event) = scan_server(&buf, &mut partial, &mut pending, &mut status, &mut 0);
+        assert_eq!(len, notice);
+        match event {
+            Ok(ServerEvent::Fatal(n)) => assert_eq!(n, buf.len() - notice),
+            _ => panic!("expected a fatal event"),
+        }
+    }
+}

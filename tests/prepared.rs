@@ -1,0 +1,243 @@
+//! Prepared statements in transaction mode: named statements survive the
+//! transaction that prepared them, whichever server connection the next one
+//! gets; Close, DEALLOCATE and DISCARD ALL act as on Postgres. Exchanges are
+//! run against sleddog and straight against Postgres, and must match.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::proxy::{
+    bind_no_params, config, connect, execute, flush, parse, query, sync, tagged, Msg, Raw, USERS,
+};
+use common::{free_port, pg, Sleddog};
+use futures_util::future::join_all;
+
+/// One sleddog for the file: a pool of 2 per process (one per core), and
+/// trust auth so the raw client logs in the same way to both ends.
+fn proxy() -> &'static Sleddog {
+    static PROXY: OnceLock<Sleddog> = OnceLock::new();
+    PROXY.get_or_init(|| {
+        let port = free_port();
+        let general = "default_pool_size = 2\nauth_type = \"trust\"";
+        Sleddog::start(&config(port, pg().port(), general), USERS)
+    })
+}
+
+fn named_parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = name.as_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    tagged(b'P', &body)
+}
+
+fn named_bind(statement: &str) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(statement.as_bytes());
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+    tagged(b'B', &body)
+}
+
+fn describe_statement(name: &str) -> Vec<u8> {
+    let mut body = vec![b'S'];
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    tagged(b'D', &body)
+}
+
+fn close_statement(name: &str) -> Vec<u8> {
+    let mut body = vec![b'S'];
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    tagged(b'C', &body)
+}
+
+/// What a client sees of a reply, for comparing two servers: tags, and for
+/// errors their SQLSTATE and message, for completions their tag.
+fn seen(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| !matches!(m.tag, b'N' | b'S'))
+        .map(|m| match m.tag {
+            b'E' => format!(
+                "E {} {}",
+                m.sqlstate().unwrap_or_default(),
+                m.field(b'M').unwrap_or_default()
+            ),
+            b'C' => format!("C {}", String::from_utf8_lossy(&m.body[..m.body.len() - 1])),
+            b'Z' => format!("Z {}", m.body[0] as char),
+            tag => (tag as char).to_string(),
+        })
+        .collect()
+}
+
+/// Runs the same steps on a fresh raw connection to sleddog and to Postgres;
+/// each step is a batch and whether to read through ReadyForQuery (else one
+/// message per expected count). Returns both transcripts.
+fn both(steps: &[(Vec<u8>, usize)]) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let run = |port: u16| {
+        let mut raw = Raw::login(port, "sd_trust", None);
+        steps
+            .iter()
+            .map(|(batch, replies)| {
+                raw.send(batch);
+                let msgs = if *replies == 0 {
+                    raw.until_ready()
+                } else {
+                    (0..*replies).map(|_| raw.recv().expect("reply")).collect()
+                };
+                seen(&msgs)
+            })
+            .collect::<Vec<_>>()
+    };
+    (run(proxy().port), run(pg().port()))
+}
+
+fn assert_same(steps: &[(Vec<u8>, usize)]) -> Vec<Vec<String>> {
+    let (through_proxy, direct) = both(steps);
+    assert_eq!(through_proxy, direct, "sleddog vs Postgres");
+    through_proxy
+}
+
+#[test]
+fn named_statement_outlives_its_transaction() {
+    let seen = assert_same(&[
+        ([named_parse("s1", "select 41 + 1"), sync()].concat(), 0),
+        // Other clients come and go in between; each request may get another
+        // server connection.
+        ([named_bind("s1"), execute(), sync()].concat(), 0),
+        ([named_bind("s1"), execute(), sync()].concat(), 0),
+        ([describe_statement("s1"), sync()].concat(), 0),
+    ]);
+    assert_eq!(seen[1], ["2", "D", "C SELECT 1", "Z I"]);
+}
+
+#[test]
+fn close_deallocate_and_discard_all_drop_names_as_postgres_does() {
+    assert_same(&[
+        (
+            [
+                named_parse("a", "select 1"),
+                named_parse("b", "select 2"),
+                sync(),
+            ]
+            .concat(),
+            0,
+        ),
+        ([close_statement("a"), sync()].concat(), 0),
+        ([named_bind("a"), execute(), sync()].concat(), 0),
+        (query("DEALLOCATE b"), 0),
+        ([named_bind("b"), execute(), sync()].concat(), 0),
+        (query("DEALLOCATE b"), 0),
+        ([named_parse("c", "select 3"), sync()].concat(), 0),
+        (query("DISCARD ALL"), 0),
+        ([named_bind("c"), execute(), sync()].concat(), 0),
+        ([named_parse("d", "select 4"), sync()].concat(), 0),
+        (query("DEALLOCATE ALL"), 0),
+        ([named_bind("d"), execute(), sync()].concat(), 0),
+        // Closing a name that does not exist is fine.
+        ([close_statement("never"), sync()].concat(), 0),
+    ]);
+}
+
+#[test]
+fn duplicate_and_failed_parse_behave_as_on_postgres() {
+    assert_same(&[
+        ([named_parse("dup", "select 1"), sync()].concat(), 0),
+        (
+            [
+                named_parse("dup", "select 2"),
+                named_bind("dup"),
+                execute(),
+                sync(),
+            ]
+            .concat(),
+            0,
+        ),
+        ([named_bind("dup"), execute(), sync()].concat(), 0),
+        // A failed Parse leaves nothing behind: the name is free afterwards.
+        ([named_parse("bad", "selec 1"), sync()].concat(), 0),
+        ([named_bind("bad"), execute(), sync()].concat(), 0),
+        (
+            [
+                named_parse("bad", "select 'fixed'"),
+                named_bind("bad"),
+                execute(),
+                sync(),
+            ]
+            .concat(),
+            0,
+        ),
+        // Inside a transaction the duplicate fails the transaction.
+        (query("begin"), 0),
+        ([named_parse("dup", "select 3"), sync()].concat(), 0),
+        (query("select 1"), 0),
+        (query("rollback"), 0),
+    ]);
+}
+
+#[test]
+fn describe_then_flush_then_execute_split_flow() {
+    // asyncpg prepares with Parse/Describe/Flush, then runs Bind/Execute/Sync.
+    assert_same(&[
+        (
+            [
+                named_parse("q", "select $1::int4 * 2"),
+                describe_statement("q"),
+                flush(),
+            ]
+            .concat(),
+            3,
+        ),
+        ([sync()].concat(), 0),
+        (query("select 'between'"), 0),
+        ([describe_statement("q"), flush()].concat(), 2),
+        ([sync()].concat(), 0),
+    ]);
+}
+
+#[test]
+fn unnamed_statements_still_pass_through() {
+    assert_same(&[
+        (
+            [parse("select 7"), bind_no_params(), execute(), sync()].concat(),
+            0,
+        ),
+        (
+            [
+                named_parse("n", "select 8"),
+                parse("select 9"),
+                named_bind("n"),
+                execute(),
+                bind_no_params(),
+                execute(),
+                sync(),
+            ]
+            .concat(),
+            0,
+        ),
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_statement_reused_by_eight_clients_over_a_pool_of_two() {
+    let port = proxy().port;
+    let clients = (0..8).map(|n| async move {
+        let client = connect(port, "sd_scram", "scram_pw").await;
+        let statement = client.prepare("select $1::int4 + 1000").await.unwrap();
+        for i in 0..50i32 {
+            // Each query is its own transaction: any server connection.
+            let row = client
+                .query_one(&statement, &[&(n * 100 + i)])
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, i32>(0), n * 100 + i + 1000);
+        }
+        // Dropping the statement closes it; preparing again works.
+        drop(statement);
+        let again = client.prepare("select $1::int4 + 1000").await.unwrap();
+        let row = client.query_one(&again, &[&1i32]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 1001);
+    });
+    join_all(clients).await;
+}
