@@ -1,4 +1,5 @@
-//! One core: a pinned executor with its own listener, sessions, pools and inbox.
+//! One core: a pinned executor with its own listener, sessions, pools and inbox,
+//! and its share of `max_client_connections` (`Core::admit_client`).
 //!
 //! Everything here is owned by the core's thread (`Rc`, `Cell`, `RefCell`); a
 //! `RefCell` borrow never spans an `.await`. The only cross-thread traffic is the
