@@ -105,3 +105,33 @@ server_password = "md5_pw"
     }
     assert!(try_connect(port, "sd_md5", "md5_pw").await.is_err());
 }
+
+/// auth_type = "plain" with only a password_hash: sleddog checks the cleartext
+/// password against the verifier (PBKDF2 once, then from its per-core cache);
+/// a wrong password is refused every time, before and after a good login.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_auth_against_a_password_hash() {
+    let hashed = run_sleddog(&["hash", "plain_hashed"]);
+    assert!(hashed.status.success());
+    let verifier = String::from_utf8(hashed.stdout).unwrap().trim().to_owned();
+    let users = format!(
+        "[[users]]\nname = \"sd_scram\"\ndatabase = \"sleddog\"\n\
+         password_hash = \"{verifier}\"\nserver_password = \"scram_pw\"\n"
+    );
+    let port = free_port();
+    let proxy = Sleddog::start(&config(port, pg().port(), "auth_type = \"plain\""), &users);
+    let wrong = try_connect(port, "sd_scram", "scram_pw").await.unwrap_err();
+    assert_eq!(sqlstate(&wrong).as_deref(), Some("28P01"));
+    for _ in 0..3 {
+        assert_eq!(
+            current_user(port, "sd_scram", "plain_hashed").await,
+            "sd_scram",
+            "{}",
+            proxy.log()
+        );
+        let wrong = try_connect(port, "sd_scram", "plain_hashed!")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&wrong).as_deref(), Some("28P01"));
+    }
+}

@@ -26,7 +26,8 @@ use std::path::Path;
 
 pub use diagnostic::{ConfigError, ConfigErrors, ConfigWarning};
 pub use model::{
-    Admin, AuthType, Config, Database, General, PoolSpec, PoolerMode, Role, ServerSpec, User,
+    Admin, AuthType, Config, ConnectionRecovery, Database, General, PoolSpec, PoolerMode,
+    PreparedStatements, Role, ServerSpec, User, DEFAULT_DNS_REFRESH_MS,
 };
 
 use diagnostic::Diagnostics;
@@ -268,6 +269,14 @@ mod tests {
         assert_eq!(general.client_idle_timeout_ms, None);
         assert_eq!(general.shutdown_timeout_ms, 60_000);
         assert_eq!(general.auth_type, AuthType::Scram);
+        assert_eq!(general.max_client_connections, 10_000);
+        assert_eq!(general.dns_ttl_ms, None);
+        assert_eq!(general.prepared_statements, PreparedStatements::Extended);
+        assert_eq!(general.prepared_statements_limit, None);
+        assert_eq!(general.client_idle_in_transaction_timeout_ms, None);
+        assert_eq!(general.connection_recovery, ConnectionRecovery::Recover);
+        assert_eq!(general.client_connection_recovery, ConnectionRecovery::Drop);
+        assert_eq!(general.pub_sub_channel_size, 0);
         let admin = &loaded.config.admin;
         assert_eq!(
             (admin.name.as_str(), admin.user.as_str()),
@@ -284,7 +293,7 @@ mod tests {
 
     #[test]
     fn values_are_read() {
-        let config = "[general]\nhost = \"127.0.0.1\"\nport = 7432\nworkers = 3\ndefault_pool_size = 20\nmin_pool_size = 2\npooler_mode = \"session\"\nconnect_timeout = 1_000\ncheckout_timeout = 2_000\nidle_timeout = 3_000\nserver_lifetime = 4_000\nquery_timeout = 5_000\nclient_idle_timeout = 6_000\nshutdown_timeout = 7_000\nauth_type = \"md5\"\n";
+        let config = "[general]\nhost = \"127.0.0.1\"\nport = 7432\nworkers = 3\ndefault_pool_size = 20\nmin_pool_size = 2\npooler_mode = \"session\"\nconnect_timeout = 1_000\ncheckout_timeout = 2_000\nidle_timeout = 3_000\nserver_lifetime = 4_000\nquery_timeout = 5_000\nclient_idle_timeout = 6_000\nshutdown_timeout = 7_000\nauth_type = \"md5\"\nmax_client_connections = 50\ndns_ttl = 8_000\nprepared_statements = \"full\"\nprepared_statements_limit = 100\nclient_idle_in_transaction_timeout = 9_000\nconnection_recovery = \"rollback_only\"\nclient_connection_recovery = \"recover\"\npub_sub_channel_size = 4096\n";
         let general = ok(config, "").config.general;
         assert_eq!(
             general,
@@ -303,6 +312,14 @@ mod tests {
                 client_idle_timeout_ms: Some(6_000),
                 shutdown_timeout_ms: 7_000,
                 auth_type: AuthType::Md5,
+                max_client_connections: 50,
+                dns_ttl_ms: Some(8_000),
+                prepared_statements: PreparedStatements::Full,
+                prepared_statements_limit: Some(100),
+                client_idle_in_transaction_timeout_ms: Some(9_000),
+                connection_recovery: ConnectionRecovery::RollbackOnly,
+                client_connection_recovery: ConnectionRecovery::Recover,
+                pub_sub_channel_size: 4096,
             }
         );
     }
@@ -389,6 +406,77 @@ mod tests {
         assert_eq!(
             errors("[[databases]]\nname = \"a\"\nhost = \"h\"\nrole = \"leader\"\n", ""),
             ["pgdog.toml:4: key `databases[0].role`: unknown value `leader`; expected one of `primary`, `replica`, `auto`"]
+        );
+    }
+
+    #[test]
+    fn keys_for_the_next_work_take_pgdog_values() {
+        for (value, expected) in [
+            ("disabled", PreparedStatements::Disabled),
+            ("extended", PreparedStatements::Extended),
+            ("extended_anonymous", PreparedStatements::ExtendedAnonymous),
+            ("full", PreparedStatements::Full),
+        ] {
+            let config = format!("[general]\nprepared_statements = \"{value}\"\n");
+            let loaded = ok(&config, "");
+            assert_eq!(loaded.config.general.prepared_statements, expected);
+            assert_eq!(expected.as_str(), value);
+        }
+        for (value, expected) in [
+            ("recover", ConnectionRecovery::Recover),
+            ("rollback_only", ConnectionRecovery::RollbackOnly),
+            ("drop", ConnectionRecovery::Drop),
+        ] {
+            let config = format!(
+                "[general]\nconnection_recovery = \"{value}\"\nclient_connection_recovery = \"{value}\"\n"
+            );
+            let general = ok(&config, "").config.general;
+            assert_eq!(general.connection_recovery, expected);
+            assert_eq!(general.client_connection_recovery, expected);
+            assert_eq!(expected.as_str(), value);
+        }
+        // Implemented (or wired by the lead) keys do not warn; the rest do.
+        let config = "[general]\nprepared_statements = \"full\"\nprepared_statements_limit = 0\ndns_ttl = 0\nmax_client_connections = 1\nclient_idle_in_transaction_timeout = 0\nconnection_recovery = \"drop\"\nclient_connection_recovery = \"drop\"\npub_sub_channel_size = 1\n";
+        let loaded = ok(config, "");
+        let warned: Vec<_> = loaded
+            .warnings
+            .iter()
+            .filter(|w| w.message == known::IGNORED)
+            .map(|w| (w.line, w.key.as_str()))
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                (6, "general.client_idle_in_transaction_timeout"),
+                (7, "general.connection_recovery"),
+                (8, "general.client_connection_recovery"),
+                (9, "general.pub_sub_channel_size"),
+            ]
+        );
+        let general = &loaded.config.general;
+        assert_eq!(general.prepared_statements_limit, Some(0));
+        assert_eq!(general.dns_ttl_ms, Some(0));
+        assert_eq!(general.client_idle_in_transaction_timeout_ms, Some(0));
+    }
+
+    #[test]
+    fn keys_for_the_next_work_reject_bad_values() {
+        let found = errors(
+            "[general]\nprepared_statements = \"on\"\nprepared_statements_limit = -1\nclient_idle_in_transaction_timeout = \"5s\"\nconnection_recovery = \"rollbackonly\"\nclient_connection_recovery = true\npub_sub_channel_size = 1.5\nmax_client_connections = 0\ndns_ttl = -5\n",
+            "",
+        );
+        assert_eq!(
+            found,
+            [
+                "pgdog.toml:2: key `general.prepared_statements`: unknown value `on`; expected one of `disabled`, `extended`, `extended_anonymous`, `full`",
+                "pgdog.toml:3: key `general.prepared_statements_limit`: must not be negative, found -1",
+                "pgdog.toml:4: key `general.client_idle_in_transaction_timeout`: expected an integer, found string",
+                "pgdog.toml:5: key `general.connection_recovery`: unknown value `rollbackonly`; expected one of `recover`, `rollback_only`, `drop`",
+                "pgdog.toml:6: key `general.client_connection_recovery`: expected a string, found boolean",
+                "pgdog.toml:7: key `general.pub_sub_channel_size`: expected an integer, found float",
+                "pgdog.toml:8: key `general.max_client_connections`: must be at least 1",
+                "pgdog.toml:9: key `general.dns_ttl`: must not be negative, found -5",
+            ]
         );
     }
 
@@ -553,7 +641,7 @@ mod tests {
 
     #[test]
     fn known_pgdog_keys_warn_with_their_line() {
-        let config = "[general]\nprepared_statements = \"extended\"\nopenmetrics_port = 9090\n\n[[databases]]\nname = \"app\"\nhost = \"h\"\nstatement_timeout = 100\n\n[tcp]\nkeepalive = true\n\n[[plugins]]\nname = \"p\"\n";
+        let config = "[general]\npub_sub_channel_size = 0\nopenmetrics_port = 9090\n\n[[databases]]\nname = \"app\"\nhost = \"h\"\nstatement_timeout = 100\n\n[tcp]\nkeepalive = true\n\n[[plugins]]\nname = \"p\"\n";
         let users = "[[users]]\nname = \"a\"\npassword = \"p\"\ndatabase = \"app\"\nserver_auth = \"password\"\n";
         let loaded = ok(config, users);
         let warned: Vec<_> = loaded
@@ -566,7 +654,7 @@ mod tests {
         assert_eq!(
             warned,
             [
-                format!("pgdog.toml:2: key `general.prepared_statements`: {suffix}"),
+                format!("pgdog.toml:2: key `general.pub_sub_channel_size`: {suffix}"),
                 format!("pgdog.toml:3: key `general.openmetrics_port`: {suffix}"),
                 format!("pgdog.toml:8: key `databases[0].statement_timeout`: {suffix}"),
                 format!("pgdog.toml:10: key `tcp`: {suffix}"),

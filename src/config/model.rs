@@ -37,6 +37,60 @@ pub enum AuthType {
     Trust,
 }
 
+/// Which prepared statements the proxy keeps for clients across server
+/// connections. Source: pgdog-config/src/pooling.rs (`PreparedStatements`,
+/// default `extended`); docs.pgdog.dev/configuration/pgdog.toml/general.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PreparedStatements {
+    /// Prepared statements are passed through untouched.
+    Disabled,
+    /// Named statements of the extended protocol (Parse/Bind/Describe/Close).
+    #[default]
+    Extended,
+    /// As `Extended`, and unnamed Parse statements are cached and renamed too.
+    ExtendedAnonymous,
+    /// As `Extended`, and simple-protocol `PREPARE`/`EXECUTE`/`DEALLOCATE` too.
+    Full,
+}
+
+/// What to do with a connection whose client left, or with a client whose
+/// connection failed. Source: pgdog-config/src/pooling.rs (`ConnectionRecovery`);
+/// PgDog uses it for both `connection_recovery` (default `recover`) and
+/// `client_connection_recovery` (default `drop` since pgdog PR #778).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionRecovery {
+    /// Roll back and resynchronise the server connection, keep it pooled
+    /// (for clients: keep the client connected after a pool error).
+    Recover,
+    /// Only `ROLLBACK` an open transaction; do not resynchronise.
+    RollbackOnly,
+    /// Close it.
+    Drop,
+}
+
+impl PreparedStatements {
+    /// The spelling PgDog uses in TOML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreparedStatements::Disabled => "disabled",
+            PreparedStatements::Extended => "extended",
+            PreparedStatements::ExtendedAnonymous => "extended_anonymous",
+            PreparedStatements::Full => "full",
+        }
+    }
+}
+
+impl ConnectionRecovery {
+    /// The spelling PgDog uses in TOML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionRecovery::Recover => "recover",
+            ConnectionRecovery::RollbackOnly => "rollback_only",
+            ConnectionRecovery::Drop => "drop",
+        }
+    }
+}
+
 impl PoolerMode {
     /// The spelling PgDog uses in TOML.
     pub fn as_str(self) -> &'static str {
@@ -90,6 +144,23 @@ pub struct General {
     pub client_idle_timeout_ms: Option<u64>,
     pub shutdown_timeout_ms: u64,
     pub auth_type: AuthType,
+    /// Client connections the process admits at once. sleddog's own key (PgDog
+    /// has no such limit); each core admits `ceil(max / workers)`.
+    pub max_client_connections: usize,
+    /// How often server host names are resolved again. None: PgDog's default
+    /// (follow the records' TTL); getaddrinfo does not report TTLs, so sleddog
+    /// then re-resolves every `DEFAULT_DNS_REFRESH_MS`.
+    pub dns_ttl_ms: Option<u64>,
+    pub prepared_statements: PreparedStatements,
+    /// Prepared statements kept per server connection. None = unlimited
+    /// (PgDog's default, `i64::MAX`).
+    pub prepared_statements_limit: Option<usize>,
+    /// None = disabled (PgDog's default is its "max duration").
+    pub client_idle_in_transaction_timeout_ms: Option<u64>,
+    pub connection_recovery: ConnectionRecovery,
+    pub client_connection_recovery: ConnectionRecovery,
+    /// Size of the pub/sub (LISTEN/NOTIFY) queue; 0 = pub/sub disabled.
+    pub pub_sub_channel_size: usize,
 }
 
 /// PgDog's defaults (pgdog-config/src/general.rs), except `workers`.
@@ -102,6 +173,11 @@ pub(crate) const DEFAULT_CHECKOUT_TIMEOUT_MS: u64 = 5_000;
 pub(crate) const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub(crate) const DEFAULT_SERVER_LIFETIME_MS: u64 = 86_400_000;
 pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 60_000;
+/// sleddog's own (PgDog has no client connection limit).
+pub(crate) const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 10_000;
+/// Re-resolution period when `dns_ttl` is unset (sleddog's choice: getaddrinfo
+/// does not say how long a record may be cached).
+pub const DEFAULT_DNS_REFRESH_MS: u64 = 30_000;
 /// `[[databases]] port` default (pgdog-config/src/database.rs).
 pub(crate) const DEFAULT_SERVER_PORT: u16 = 5432;
 
@@ -122,6 +198,14 @@ impl Default for General {
             client_idle_timeout_ms: None,
             shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
             auth_type: AuthType::Scram,
+            max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
+            dns_ttl_ms: None,
+            prepared_statements: PreparedStatements::Extended,
+            prepared_statements_limit: None,
+            client_idle_in_transaction_timeout_ms: None,
+            connection_recovery: ConnectionRecovery::Recover,
+            client_connection_recovery: ConnectionRecovery::Drop,
+            pub_sub_channel_size: 0,
         }
     }
 }

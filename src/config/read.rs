@@ -119,6 +119,11 @@ pub(crate) fn count(ctx: &mut Ctx<'_>, key: &str, node: &Node) -> Option<usize> 
 
 /// A pool size: at least one connection, or the pool could never serve.
 pub(crate) fn pool_size(ctx: &mut Ctx<'_>, key: &str, node: &Node) -> Option<usize> {
+    at_least_one(ctx, key, node)
+}
+
+/// A count where 0 would make sleddog useless (a pool or a limit of nothing).
+pub(crate) fn at_least_one(ctx: &mut Ctx<'_>, key: &str, node: &Node) -> Option<usize> {
     let value = count(ctx, key, node)?;
     if value == 0 {
         ctx.error(node.line, key, "must be at least 1");

@@ -7,8 +7,11 @@
 
 use std::path::PathBuf;
 
-use super::known::Scope;
-use super::model::{default_workers, AuthType, Database, General, PoolerMode, Role, User};
+use super::known::{self, Scope};
+use super::model::{
+    default_workers, AuthType, ConnectionRecovery, Database, General, PoolerMode,
+    PreparedStatements, Role, User,
+};
 use super::raw::{Entry, Kind, Node, RawTable};
 use super::read::{self, path, Ctx};
 
@@ -186,7 +189,38 @@ const AUTH_TYPES_UNSUPPORTED: &[(&str, &str)] = &[(
     "(RDS IAM / Azure identity) is not supported by sleddog yet",
 )];
 
+const PREPARED_STATEMENTS: &[(&str, PreparedStatements)] = &[
+    ("disabled", PreparedStatements::Disabled),
+    ("extended", PreparedStatements::Extended),
+    ("extended_anonymous", PreparedStatements::ExtendedAnonymous),
+    ("full", PreparedStatements::Full),
+];
+
+/// PgDog parses both recovery keys into one enum, so both accept all three
+/// (its docs list only `recover` and `drop` for `client_connection_recovery`).
+const CONNECTION_RECOVERY: &[(&str, ConnectionRecovery)] = &[
+    ("recover", ConnectionRecovery::Recover),
+    ("rollback_only", ConnectionRecovery::RollbackOnly),
+    ("drop", ConnectionRecovery::Drop),
+];
+
 fn general_entry(ctx: &mut Ctx<'_>, general: &mut General, lines: &mut KeyLines, entry: &Entry) {
+    if general_value(ctx, general, lines, entry)
+        && known::is_unimplemented(Scope::General, &entry.key)
+    {
+        // Parsed and checked now, so a bad value fails today; sleddog does
+        // not act on it until its row leaves known.rs.
+        ctx.warn(entry.line, &path("general", &entry.key), known::IGNORED);
+    }
+}
+
+/// Reads one `[general]` key into `general`; false when no arm took it.
+fn general_value(
+    ctx: &mut Ctx<'_>,
+    general: &mut General,
+    lines: &mut KeyLines,
+    entry: &Entry,
+) -> bool {
     let key = path("general", &entry.key);
     let node = &entry.value;
     match entry.key.as_str() {
@@ -239,8 +273,39 @@ fn general_entry(ctx: &mut Ctx<'_>, general: &mut General, lines: &mut KeyLines,
             &mut general.auth_type,
             read::choice(ctx, &key, node, AUTH_TYPES, AUTH_TYPES_UNSUPPORTED),
         ),
-        _ => ctx.unhandled(Scope::General, &key, entry),
+        "max_client_connections" => set(
+            &mut general.max_client_connections,
+            read::at_least_one(ctx, &key, node),
+        ),
+        "dns_ttl" => general.dns_ttl_ms = read::millis(ctx, &key, node),
+        "prepared_statements" => set(
+            &mut general.prepared_statements,
+            read::choice(ctx, &key, node, PREPARED_STATEMENTS, &[]),
+        ),
+        "prepared_statements_limit" => {
+            general.prepared_statements_limit = read::count(ctx, &key, node)
+        }
+        "client_idle_in_transaction_timeout" => {
+            general.client_idle_in_transaction_timeout_ms = read::millis(ctx, &key, node)
+        }
+        "connection_recovery" => set(
+            &mut general.connection_recovery,
+            read::choice(ctx, &key, node, CONNECTION_RECOVERY, &[]),
+        ),
+        "client_connection_recovery" => set(
+            &mut general.client_connection_recovery,
+            read::choice(ctx, &key, node, CONNECTION_RECOVERY, &[]),
+        ),
+        "pub_sub_channel_size" => set(
+            &mut general.pub_sub_channel_size,
+            read::count(ctx, &key, node),
+        ),
+        _ => {
+            ctx.unhandled(Scope::General, &key, entry);
+            return false;
+        }
     }
+    true
 }
 
 /// Keep the default when the value was bad; the error is already recorded.

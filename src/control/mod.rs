@@ -3,6 +3,7 @@
 //! or server socket; it talks to cores only through `msg` over crossbeam channels.
 
 pub mod msg;
+pub mod resolve;
 pub mod run;
 pub mod snapshot;
 

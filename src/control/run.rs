@@ -10,6 +10,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::config;
 use crate::control::msg::{CoreLink, FromCore, ToCore};
+use crate::control::resolve::Refresher;
 use crate::control::snapshot::Snapshot;
 use crate::core::{self, CoreContext};
 use crate::ids::{CoreId, Epoch};
@@ -94,11 +95,13 @@ pub fn run(options: Options) -> i32 {
     let mut stopped = 0usize;
     let mut shutdown_deadline: Option<Instant> = None;
     let mut next_tick = Instant::now() + TICK;
+    let mut dns = Refresher::new(snapshot.timeouts.dns_refresh, Instant::now());
     loop {
         let now = Instant::now();
         if now >= next_tick {
             broadcast(&cores, || ToCore::Tick);
             next_tick = now + TICK;
+            dns.poll(now, snapshot.named_servers());
         }
         let tick = next_tick.saturating_duration_since(now);
         select! {
@@ -111,6 +114,7 @@ pub fn run(options: Options) -> i32 {
                         next.workers = cores.len();
                         snapshot = Arc::new(next);
                         broadcast(&cores, || ToCore::Config(snapshot.clone()));
+                        dns.set_period(snapshot.timeouts.dns_refresh, Instant::now());
                         tracing::info!(epoch = epoch.0, "configuration reloaded");
                     } else {
                         tracing::error!("reload failed; keeping the running configuration");
@@ -127,6 +131,16 @@ pub fn run(options: Options) -> i32 {
                     return EXIT_OK;
                 }
                 _ => {}
+            },
+            recv(dns.results()) -> fresh => {
+                dns.finished(Instant::now());
+                let changed = fresh.ok().and_then(|fresh| snapshot.addrs.updated(&fresh));
+                if let Some(addrs) = changed {
+                    epoch = Epoch(epoch.0 + 1);
+                    snapshot = Arc::new(snapshot.with_addrs(addrs, epoch));
+                    broadcast(&cores, || ToCore::Config(snapshot.clone()));
+                    tracing::info!(epoch = epoch.0, "server addresses changed in DNS");
+                }
             },
             recv(from_core_rx) -> message => match message {
                 Ok(FromCore::Cancel { pid, secret }) => {

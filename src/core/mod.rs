@@ -1,4 +1,5 @@
-//! One core: a pinned executor with its own listener, sessions, pools and inbox.
+//! One core: a pinned executor with its own listener, sessions, pools and inbox,
+//! and its share of `max_client_connections` (`Core::admit_client`).
 //!
 //! Everything here is owned by the core's thread (`Rc`, `Cell`, `RefCell`); a
 //! `RefCell` borrow never spans an `.await`. The only cross-thread traffic is the
@@ -20,7 +21,7 @@ use crate::ids::{ClientPid, CoreId, Epoch};
 use crate::pool::{self, Pools};
 use crate::prepared::StatementCache;
 use crate::rt;
-use crate::session::{self, SessionHandle};
+use crate::session::{self, PlainAuthCache, SessionHandle};
 
 /// What the control thread hands a core at start.
 pub struct CoreContext {
@@ -46,6 +47,25 @@ pub struct Core {
     next_counter: Cell<u32>,
     outbox: Sender<FromCore>,
     shutting_down: Cell<bool>,
+    /// Client connections admitted and not yet closed, logged in or not.
+    clients: Rc<Cell<usize>>,
+    /// The last client was refused for the limit (so the warning is logged
+    /// once per episode, not once per refused client).
+    refusing: Cell<bool>,
+    /// Cleartext logins checked against a SCRAM verifier, so PBKDF2 runs
+    /// once per (user, password) rather than at every login.
+    pub plain_auth: PlainAuthCache,
+}
+
+/// One admitted client connection; dropping it frees the place.
+pub struct ClientSlot {
+    clients: Rc<Cell<usize>>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.clients.set(self.clients.get().saturating_sub(1));
+    }
 }
 
 impl Core {
@@ -62,6 +82,34 @@ impl Core {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.get()
+    }
+
+    /// Admits one more client connection if this core's share of
+    /// `max_client_connections` (`Snapshot::client_connections_per_core`)
+    /// has room. The slot lives as long as the connection.
+    pub fn admit_client(&self) -> Option<ClientSlot> {
+        let limit = self.snapshot.borrow().client_connections_per_core();
+        let admitted = self.clients.get();
+        if admitted >= limit {
+            if !self.refusing.replace(true) {
+                tracing::warn!(
+                    core = %self.id,
+                    limit,
+                    "max_client_connections reached; refusing new clients (53300)"
+                );
+            }
+            return None;
+        }
+        self.refusing.set(false);
+        self.clients.set(admitted + 1);
+        Some(ClientSlot {
+            clients: self.clients.clone(),
+        })
+    }
+
+    /// Client connections this core serves now.
+    pub fn client_count(&self) -> usize {
+        self.clients.get()
     }
 
     /// Registers a session for cancel and shutdown; returns its handle.
@@ -144,6 +192,9 @@ pub async fn run(context: CoreContext) {
         next_counter: Cell::new(0),
         outbox,
         shutting_down: Cell::new(false),
+        clients: Rc::new(Cell::new(0)),
+        refusing: Cell::new(false),
+        plain_auth: PlainAuthCache::default(),
     });
     let listener = match rt::listen(addr) {
         Ok(listener) => listener,

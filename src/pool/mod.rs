@@ -4,6 +4,7 @@
 //! serves one (database, user) on one server; a [`Cluster`] groups the pools of
 //! every server behind one logical database. Pool sizes in config are per
 //! process; each core gets `ceil(size / workers)` (see `Snapshot::per_core_share`).
+//! Server addresses come resolved in the snapshot: nothing here calls DNS.
 
 pub mod permits;
 pub mod server_conn;
@@ -103,9 +104,10 @@ impl Pools {
                         password: server.password.clone(),
                         database: server.database_name.clone(),
                     };
+                    let addrs = snapshot.addrs.get(&server.host, server.port);
                     let reused = old
                         .iter()
-                        .position(|p| p.same_as(&server.host, server.port, &login, size))
+                        .position(|p| p.same_as(&server.host, server.port, &addrs, &login, size))
                         .map(|i| old.swap_remove(i));
                     let pool = match reused {
                         Some(pool) => {
@@ -115,6 +117,7 @@ impl Pools {
                         None => ServerPool::new(
                             server.host.clone(),
                             server.port,
+                            addrs,
                             login,
                             size,
                             min_size,

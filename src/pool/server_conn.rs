@@ -65,6 +65,11 @@ impl ScramCache {
 pub enum ServerError {
     Io(std::io::Error),
     ConnectTimeout,
+    /// Control could not resolve the server's host name (see `control::resolve`).
+    Unresolved {
+        host: String,
+        reason: String,
+    },
     /// Postgres answered with an ErrorResponse during login or a pool statement.
     Rejected {
         sqlstate: String,
@@ -85,6 +90,9 @@ impl fmt::Display for ServerError {
         match self {
             ServerError::Io(error) => write!(f, "{error}"),
             ServerError::ConnectTimeout => write!(f, "connect timeout"),
+            ServerError::Unresolved { host, reason } => {
+                write!(f, "could not resolve host \"{host}\": {reason}")
+            }
             ServerError::Rejected { sqlstate, message } => write!(f, "{message} ({sqlstate})"),
             ServerError::Protocol(error) => write!(f, "protocol error: {error}"),
             ServerError::Auth(error) => write!(f, "authentication: {error}"),

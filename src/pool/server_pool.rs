@@ -8,11 +8,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::control::resolve::Resolved;
 use crate::pool::permits::{Permit, Permits};
 use crate::pool::server_conn::{ScramCache, ServerConn, ServerError, ServerLogin};
 use crate::rt;
@@ -58,9 +58,12 @@ impl fmt::Display for CheckoutError {
 }
 
 pub struct ServerPool {
-    /// host:port as configured, resolved at each connect (DNS may change).
+    /// host:port as configured, for logs and for matching a reloaded config.
     host: String,
     port: u16,
+    /// What control resolved `host` to (cores never call getaddrinfo). A DNS
+    /// change arrives as a new snapshot, which replaces this pool.
+    addrs: Resolved,
     login: ServerLogin,
     size: usize,
     min_size: usize,
@@ -76,9 +79,11 @@ pub struct ServerPool {
 }
 
 impl ServerPool {
+    #[allow(clippy::too_many_arguments)] // one constructor, called from Pools::apply
     pub fn new(
         host: String,
         port: u16,
+        addrs: Resolved,
         login: ServerLogin,
         size: usize,
         min_size: usize,
@@ -89,6 +94,7 @@ impl ServerPool {
         Rc::new(ServerPool {
             host,
             port,
+            addrs,
             login,
             size,
             min_size: min_size.min(size),
@@ -102,20 +108,25 @@ impl ServerPool {
         })
     }
 
-    /// True when this pool serves the same server with the same login and size.
-    pub fn same_as(&self, host: &str, port: u16, login: &ServerLogin, size: usize) -> bool {
-        self.host == host && self.port == port && &self.login == login && self.size == size
+    /// True when this pool serves the same server, at the same addresses,
+    /// with the same login and size.
+    pub fn same_as(
+        &self,
+        host: &str,
+        port: u16,
+        addrs: &Resolved,
+        login: &ServerLogin,
+        size: usize,
+    ) -> bool {
+        self.host == host
+            && self.port == port
+            && self.addrs.same_as(addrs)
+            && &self.login == login
+            && self.size == size
     }
 
     pub fn set_limits(&self, limits: IdleLimits) {
         self.limits.set(limits);
-    }
-
-    fn addr(&self) -> Result<SocketAddr, ServerError> {
-        (self.host.as_str(), self.port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or(ServerError::Closed)
     }
 
     /// Takes a clean idle connection or opens one, waiting for a permit at most
@@ -159,10 +170,7 @@ impl ServerPool {
         // Counts the connection as open while it is being opened; if this future
         // is dropped mid-connect (a cancel, a login timeout) the count goes back.
         let opening = OpenGuard { pool: self };
-        let result = match self.addr() {
-            Ok(addr) => ServerConn::connect(addr, &self.login, timeout, &self.scram).await,
-            Err(error) => Err(error),
-        };
+        let result = self.connect_any(timeout).await;
         std::mem::forget(opening);
         match result {
             Ok(conn) => {
@@ -177,6 +185,28 @@ impl ServerPool {
                 Err(CheckoutError::Connect(error))
             }
         }
+    }
+
+    /// Connects to the first address that accepts; the next is tried only
+    /// when one refuses or is unreachable (nothing was sent to it).
+    async fn connect_any(&self, timeout: Duration) -> Result<ServerConn, ServerError> {
+        let addrs = match &self.addrs {
+            Resolved::Addrs(addrs) => addrs,
+            Resolved::Failed(reason) => {
+                return Err(ServerError::Unresolved {
+                    host: self.host.clone(),
+                    reason: reason.clone(),
+                })
+            }
+        };
+        let mut last = None;
+        for &addr in addrs {
+            match ServerConn::connect(addr, &self.login, timeout, &self.scram).await {
+                Err(ServerError::Io(error)) if refused(&error) => last = Some(error),
+                result => return result,
+            }
+        }
+        Err(last.map_or(ServerError::Closed, ServerError::Io))
     }
 
     fn usable(&self, conn: &ServerConn, now: Instant) -> bool {
@@ -280,6 +310,18 @@ impl ServerPool {
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().len()
     }
+}
+
+/// A connect error that means "try the next address".
+fn refused(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable
+    ) || matches!(
+        error.raw_os_error(),
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH)
+    )
 }
 
 /// Undoes the open count of a connection attempt that was abandoned.

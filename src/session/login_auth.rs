@@ -3,8 +3,16 @@
 //!
 //! An unknown user goes through the same exchange as a known one with a wrong
 //! password and gets the same FATAL 28P01, so the reply does not tell which.
+//!
+//! `auth_type = "plain"` with only a `password_hash` must run PBKDF2 on the
+//! core to check what the client sent; `PlainAuthCache` (one per core) keeps
+//! that to once per (user, password, verifier).
+
+use std::cell::RefCell;
+use std::collections::HashSet;
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use crate::auth::{self, ScramSecret, ScramServer};
 use crate::config::AuthType;
@@ -17,13 +25,18 @@ const SCRAM: &str = "SCRAM-SHA-256";
 
 /// Authenticates `user`; on success AuthenticationOk is queued in `client.out`.
 /// On failure the client has been sent a FATAL error.
-pub async fn authenticate(client: &mut Client, snapshot: &Snapshot, user: &str) -> bool {
+pub async fn authenticate(
+    client: &mut Client,
+    snapshot: &Snapshot,
+    plain_cache: &PlainAuthCache,
+    user: &str,
+) -> bool {
     let login = snapshot.logins.get(user);
     let verdict = match snapshot.auth_type {
         AuthType::Trust => Ok(login.is_some()),
         AuthType::Scram => scram(client, login).await,
         AuthType::Md5 => md5(client, user, login).await,
-        AuthType::Plain => plain(client, login).await,
+        AuthType::Plain => plain(client, login, plain_cache).await,
     };
     match verdict {
         Ok(true) => {
@@ -118,7 +131,11 @@ async fn md5(client: &mut Client, user: &str, login: Option<&Login>) -> Result<b
     Ok(matched)
 }
 
-async fn plain(client: &mut Client, login: Option<&Login>) -> Result<bool, Failure> {
+async fn plain(
+    client: &mut Client,
+    login: Option<&Login>,
+    cache: &PlainAuthCache,
+) -> Result<bool, Failure> {
     write::authentication_cleartext(&mut client.out);
     let body = exchange(client).await?;
     let password = decode_password(&body).map_err(|_| Failure::Protocol("malformed password"))?;
@@ -131,13 +148,80 @@ async fn plain(client: &mut Client, login: Option<&Login>) -> Result<bool, Failu
     if by_text || !login.passwords.is_empty() {
         return Ok(by_text);
     }
-    // Only a SCRAM verifier is configured: derive the keys from what was sent.
-    // This runs PBKDF2 on the core; cleartext auth with verifiers is rare.
-    let by_verifier = login.scram.iter().any(|secret| {
-        let derived = ScramSecret::from_password(password, &secret.salt, secret.iterations);
-        auth::ct_eq(&derived.stored_key, &secret.stored_key)
-    });
-    Ok(by_verifier)
+    // Only a SCRAM verifier is configured: derive the keys from what was sent
+    // (PBKDF2 on the core, once per password thanks to the cache).
+    Ok(cache.verify(&login.name, password, &login.scram))
+}
+
+/// Cleartext passwords already proven against a SCRAM verifier, per core.
+///
+/// Holds SHA-256 digests of (user, verifier, password), never the password:
+/// a hit needs the right password again. Only successes are stored, so a
+/// wrong password always pays PBKDF2 and is always refused. A reload that
+/// changes the verifier changes the digest, so old entries just stop matching.
+#[derive(Default)]
+pub struct PlainAuthCache {
+    verified: RefCell<HashSet<[u8; 32]>>,
+}
+
+impl PlainAuthCache {
+    /// Bounded: a cache this full means many users or churn; start over.
+    const LIMIT: usize = 1024;
+
+    /// True when `password` matches one of `secrets`.
+    pub fn verify(&self, user: &str, password: &str, secrets: &[ScramSecret]) -> bool {
+        self.verify_with(user, password, secrets, ScramSecret::from_password)
+    }
+
+    /// `verify` with the PBKDF2 step injected, so tests can count it.
+    fn verify_with(
+        &self,
+        user: &str,
+        password: &str,
+        secrets: &[ScramSecret],
+        derive: impl Fn(&str, &[u8], u32) -> ScramSecret,
+    ) -> bool {
+        for secret in secrets {
+            let digest = cache_key(user, password, secret);
+            if self.verified.borrow().contains(&digest) {
+                return true;
+            }
+            let derived = derive(password, &secret.salt, secret.iterations);
+            if auth::ct_eq(&derived.stored_key, &secret.stored_key) {
+                let mut verified = self.verified.borrow_mut();
+                if verified.len() >= Self::LIMIT {
+                    verified.clear();
+                }
+                verified.insert(digest);
+                return true;
+            }
+        }
+        false
+    }
+
+    pub fn len(&self) -> usize {
+        self.verified.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// SHA-256 over length-prefixed fields, so no two inputs share an encoding.
+fn cache_key(user: &str, password: &str, secret: &ScramSecret) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for field in [
+        user.as_bytes(),
+        &secret.salt,
+        &secret.iterations.to_be_bytes(),
+        &secret.stored_key,
+        password.as_bytes(),
+    ] {
+        hash.update((field.len() as u64).to_be_bytes());
+        hash.update(field);
+    }
+    hash.finalize().into()
 }
 
 fn unguessable_secret() -> ScramSecret {
@@ -146,5 +230,78 @@ fn unguessable_secret() -> ScramSecret {
         salt: auth::random_bytes::<16>().to_vec(),
         stored_key: auth::random_bytes(),
         server_key: auth::random_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// Few iterations: these tests count PBKDF2 runs, they do not time them.
+    fn secret(password: &str) -> ScramSecret {
+        ScramSecret::from_password(password, b"0123456789abcdef", 16)
+    }
+
+    fn counting(runs: &Cell<usize>) -> impl Fn(&str, &[u8], u32) -> ScramSecret + '_ {
+        move |password, salt, iterations| {
+            runs.set(runs.get() + 1);
+            ScramSecret::from_password(password, salt, iterations)
+        }
+    }
+
+    #[test]
+    fn second_login_with_the_same_password_skips_pbkdf2() {
+        let cache = PlainAuthCache::default();
+        let secrets = [secret("hunter2")];
+        let runs = Cell::new(0);
+        assert!(cache.verify_with("alice", "hunter2", &secrets, counting(&runs)));
+        assert_eq!(runs.get(), 1);
+        assert!(cache.verify_with("alice", "hunter2", &secrets, counting(&runs)));
+        assert_eq!(runs.get(), 1, "served from the cache");
+        assert!(cache.verify("alice", "hunter2", &secrets));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn wrong_password_is_refused_every_time_and_never_cached() {
+        let cache = PlainAuthCache::default();
+        let secrets = [secret("hunter2")];
+        let runs = Cell::new(0);
+        for _ in 0..3 {
+            assert!(!cache.verify_with("alice", "hunter3", &secrets, counting(&runs)));
+        }
+        assert_eq!(runs.get(), 3);
+        assert!(cache.is_empty());
+        // A cached success does not let a different password in.
+        assert!(cache.verify_with("alice", "hunter2", &secrets, counting(&runs)));
+        assert!(!cache.verify_with("alice", "hunter3", &secrets, counting(&runs)));
+        assert!(!cache.verify_with("alice", "", &secrets, counting(&runs)));
+    }
+
+    #[test]
+    fn entries_are_per_user_and_per_verifier() {
+        let cache = PlainAuthCache::default();
+        let runs = Cell::new(0);
+        assert!(cache.verify_with("alice", "pw", &[secret("pw")], counting(&runs)));
+        // Another user with the same password and verifier pays once too.
+        assert!(cache.verify_with("bob", "pw", &[secret("pw")], counting(&runs)));
+        assert_eq!(runs.get(), 2);
+        // A reload that changes the verifier: the old entry no longer proves it.
+        let changed = [ScramSecret::from_password("other", b"fedcba9876543210", 16)];
+        assert!(!cache.verify_with("alice", "pw", &changed, counting(&runs)));
+        assert_eq!(runs.get(), 3);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = PlainAuthCache::default();
+        let secrets = [secret("pw")];
+        let fake_match = |_: &str, _: &[u8], _: u32| secret("pw");
+        for index in 0..PlainAuthCache::LIMIT + 10 {
+            assert!(cache.verify_with(&format!("u{index}"), "pw", &secrets, fake_match));
+            assert!(cache.len() <= PlainAuthCache::LIMIT);
+        }
+        assert_eq!(cache.len(), 10, "cleared on overflow, then refilled");
     }
 }

@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 pub use client::Client;
+pub use login_auth::PlainAuthCache;
 
 use crate::core::Core;
 use crate::ids::ClientPid;
@@ -87,6 +88,12 @@ impl SessionHandle {
 /// Serves one client connection to the end.
 pub async fn run(core: Rc<Core>, stream: TcpStream) {
     let mut client = Client::new(stream);
+    // Held to the end of the session: it is this client's place under
+    // `max_client_connections`.
+    let Some(_slot) = core.admit_client() else {
+        startup::refuse(&core, &mut client).await;
+        return;
+    };
     let Some(login) = startup::handshake(&core, &mut client).await else {
         return;
     };

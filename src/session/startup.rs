@@ -21,6 +21,9 @@ use crate::session::{login_auth, SessionHandle};
 
 /// The whole login must finish within this (PgBouncer's client_login_timeout).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// A client over the connection limit has this long to send its startup
+/// packet and be told; it holds no slot, so keep it short.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Startup packets are small; Postgres refuses anything over 10000 bytes.
 const MAX_STARTUP_LEN: usize = 10_000;
 /// Newest protocol minor version sleddog speaks (3.2: long cancel keys).
@@ -41,8 +44,26 @@ pub async fn handshake(core: &Rc<Core>, client: &mut Client) -> Option<Login> {
         .unwrap_or(None)
 }
 
-async fn handshake_inner(core: &Rc<Core>, client: &mut Client) -> Option<Login> {
-    let (version, params) = loop {
+/// Answers a client over `max_client_connections`: FATAL 53300 once its
+/// StartupMessage arrives (as Postgres answers "too many clients"), after
+/// declining SSL like any other. A CancelRequest is still routed: cancelling
+/// a running query matters most when the proxy is full.
+pub async fn refuse(core: &Rc<Core>, client: &mut Client) {
+    let refused = async {
+        read_startup_message(core, client).await?;
+        client.fatal("53300", "too many client connections").await;
+        Some(())
+    };
+    let _ = rt::timeout(REFUSE_TIMEOUT, refused).await;
+}
+
+/// Reads up to the StartupMessage, declining SSL/GSS encryption and routing
+/// a CancelRequest; `None` when the connection has nothing more to say.
+async fn read_startup_message(
+    core: &Rc<Core>,
+    client: &mut Client,
+) -> Option<(ProtocolVersion, Vec<(String, String)>)> {
+    loop {
         match read_startup(client).await? {
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
                 // "N": no encryption; the client may go on in plaintext.
@@ -55,9 +76,13 @@ async fn handshake_inner(core: &Rc<Core>, client: &mut Client) -> Option<Login> 
                 core.route_cancel(ClientPid(process_id), secret_key.to_vec());
                 return None;
             }
-            StartupPacket::Startup { version, params } => break (version, params),
+            StartupPacket::Startup { version, params } => return Some((version, params)),
         }
-    };
+    }
+}
+
+async fn handshake_inner(core: &Rc<Core>, client: &mut Client) -> Option<Login> {
+    let (version, params) = read_startup_message(core, client).await?;
     let param = |name: &str| {
         params
             .iter()
@@ -81,7 +106,7 @@ async fn handshake_inner(core: &Rc<Core>, client: &mut Client) -> Option<Login> 
     let minor = negotiate_version(client, version, &params);
 
     let snapshot = core.snapshot();
-    if !login_auth::authenticate(client, &snapshot, &user).await {
+    if !login_auth::authenticate(client, &snapshot, &core.plain_auth, &user).await {
         return None;
     }
     let Some(cluster) = core.pools.borrow().cluster(&database, &user) else {
