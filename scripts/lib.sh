@@ -145,3 +145,51 @@ wait_port() {
     done
     return 1
 }
+
+# Client drivers for tests/drivers.rs (see tests/drivers/). Pinned so every machine runs
+# the same drivers; bump here and the next scripts/test reinstalls.
+DRIVERS_PY_PACKAGES="psycopg[binary]==3.3.9 asyncpg==0.32.0"
+DRIVERS_NODE_PACKAGE_JSON='{ "private": true, "dependencies": { "pg": "8.23.1" } }'
+
+# ensure_driver_venv DIR   a Python venv at DIR with DRIVERS_PY_PACKAGES (needs python3-venv)
+ensure_driver_venv() {
+    local dir=$1 stamp="$1/.sleddog-drivers"
+    if [ -x "$dir/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$DRIVERS_PY_PACKAGES" ] &&
+        "$dir/bin/python" -c 'import psycopg, asyncpg' 2>/dev/null; then
+        return 0
+    fi
+    # Debian's python3 (python3-venv brings ensurepip) rather than whatever is first on PATH.
+    local python=/usr/bin/python3
+    [ -x "$python" ] || python=$(command -v python3) || die "python3 not found"
+    log "installing Python drivers into $dir: $DRIVERS_PY_PACKAGES"
+    "$python" -m venv "$dir" || die "cannot create a venv at $dir"
+    # shellcheck disable=SC2086 # the package list is meant to split
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check $DRIVERS_PY_PACKAGES ||
+        die "pip install $DRIVERS_PY_PACKAGES into $dir failed"
+    "$dir/bin/python" -c 'import psycopg, asyncpg' || die "the drivers in $dir do not import"
+    echo "$DRIVERS_PY_PACKAGES" >"$stamp"
+}
+
+# ensure_driver_node DIR   node-postgres in DIR/node_modules (installs nodejs/npm from apt if
+#                          missing). Returns 1, after saying why, when node cannot be had.
+ensure_driver_node() {
+    local dir=$1
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        # A subshell: ensure_packages dies on failure, and here that is not fatal.
+        if ! (ensure_packages nodejs npm); then
+            log "cannot install nodejs and npm"
+            return 1
+        fi
+    fi
+    if [ "$(cat "$dir/package.json" 2>/dev/null)" = "$DRIVERS_NODE_PACKAGE_JSON" ] &&
+        NODE_PATH="$dir/node_modules" node -e "require('pg')" 2>/dev/null; then
+        return 0
+    fi
+    log "installing node-postgres into $dir"
+    mkdir -p "$dir" && echo "$DRIVERS_NODE_PACKAGE_JSON" >"$dir/package.json" || return 1
+    if ! (cd "$dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null); then
+        log "npm install in $dir failed"
+        return 1
+    fi
+    NODE_PATH="$dir/node_modules" node -e "require('pg')"
+}
