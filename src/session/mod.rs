@@ -8,7 +8,9 @@
 
 mod client;
 mod login_auth;
+pub mod params;
 mod relay;
+pub mod sql_scan;
 mod startup;
 
 use std::cell::{Cell, RefCell};
