@@ -8,8 +8,10 @@
 
 mod client;
 mod login_auth;
+pub mod params;
 mod relay;
 mod scan;
+pub mod sql_scan;
 mod startup;
 
 use std::cell::{Cell, RefCell};
