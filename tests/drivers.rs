@@ -207,7 +207,6 @@ fn python_scenario(script: &str, args: &[&str]) {
 }
 
 #[test]
-#[ignore = "needs prepared statements kept across transactions (issue 3)"]
 fn psycopg_prepared_statements_across_transactions() {
     python_scenario("psycopg_prepared.py", &[]);
 }
@@ -218,7 +217,6 @@ fn psycopg_pipeline_mode() {
 }
 
 #[test]
-#[ignore = "needs prepared statements kept across transactions (issue 3)"]
 fn asyncpg_prepared_statements_across_transactions() {
     python_scenario("asyncpg_prepared.py", &[]);
 }
@@ -231,7 +229,6 @@ fn session_settings_do_not_leak_to_other_clients() {
 /// Today set_config() outside a transaction is not seen as session state, so its values
 /// reach the next client of the server connection: a leak, not only a missing feature.
 #[test]
-#[ignore = "set_config(.., false) leaks to other clients: needs session state tracking (issue 3)"]
 fn session_settings_from_set_config_do_not_leak() {
     python_scenario("session_state.py", &["leak-set-config"]);
 }
@@ -276,7 +273,6 @@ fn node_postgres_basic_queries() {
 }
 
 #[test]
-#[ignore = "needs prepared statements kept across transactions (issue 3)"]
 fn node_postgres_named_prepared_statement() {
     if let Some((node, modules)) = node() {
         run_script(

@@ -155,6 +155,9 @@ impl Core {
 
     fn apply(&self, snapshot: Arc<Snapshot>) {
         self.pools.borrow_mut().apply(&snapshot);
+        self.statements
+            .borrow_mut()
+            .set_limit(statements_limit(&snapshot));
         *self.snapshot.borrow_mut() = snapshot;
     }
 
@@ -183,11 +186,12 @@ pub async fn run(context: CoreContext) {
     let mut doorbell = rt::doorbell(doorbell);
     let mut pools = Pools::default();
     pools.apply(&snapshot);
+    let statements = StatementCache::new(statements_limit(&snapshot));
     let core = Rc::new(Core {
         id,
         snapshot: RefCell::new(snapshot),
         pools: RefCell::new(pools),
-        statements: RefCell::new(StatementCache::new(usize::MAX)),
+        statements: RefCell::new(statements),
         sessions: RefCell::new(HashMap::new()),
         next_counter: Cell::new(0),
         outbox,
@@ -271,4 +275,9 @@ async fn maintenance_loop(core: Rc<Core>, tick: Rc<rt::Signal>) {
         let snapshot = core.snapshot();
         pool::Pools::maintain(pools, Instant::now(), &snapshot).await;
     }
+}
+
+/// `prepared_statements_limit`: unlimited when unset.
+pub fn statements_limit(snapshot: &Snapshot) -> usize {
+    snapshot.prepared_statements_limit.unwrap_or(usize::MAX)
 }

@@ -26,6 +26,12 @@ impl ServerStatements {
         }
     }
 
+    /// A reload changed `prepared_statements_limit`: the next insert evicts
+    /// down to it, one statement at a time.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.max(1);
+    }
+
     pub fn len(&self) -> usize {
         self.used.len()
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 
+use crate::config::PreparedStatements;
 use crate::control::snapshot::Snapshot;
 use crate::core::Core;
 use crate::ids::Epoch;
@@ -53,6 +54,8 @@ pub struct RelaySettings {
     /// Give clients' named statements the core's shared server-side names
     /// (transaction mode); session mode passes names through.
     pub rename_statements: bool,
+    /// `prepared_statements_limit` per server connection.
+    pub statements_limit: usize,
 }
 
 impl RelaySettings {
@@ -65,7 +68,9 @@ impl RelaySettings {
             },
             query_timeout: snapshot.timeouts.query,
             client_idle_timeout: snapshot.timeouts.client_idle,
-            rename_statements: !session_mode,
+            rename_statements: !session_mode
+                && snapshot.prepared_statements != PreparedStatements::Disabled,
+            statements_limit: crate::core::statements_limit(snapshot),
         }
     }
 }
@@ -285,7 +290,8 @@ impl<'a> Relay<'a> {
         }
         self.handle.waiting.set(false);
         match outcome {
-            Checkout::Got(conn) => {
+            Checkout::Got(mut conn) => {
+                conn.prepared.set_limit(self.settings.statements_limit);
                 self.handle.set_server(Some(conn.cancel_key.clone()));
                 self.server = Some(conn);
                 self.dirty = false;

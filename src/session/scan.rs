@@ -13,6 +13,7 @@ use crate::prepared::{Books, ReplyPlan, Verdict};
 use crate::protocol::backend::{BackendKind, BackendMessage, TransactionStatus};
 use crate::protocol::frontend::FrontendKind;
 use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
+use crate::session::sql_scan::scan_statements;
 
 /// Postgres never sends a message over 1 GiB (MaxAllocSize).
 const MAX_SERVER_MESSAGE_LEN: usize = 1 << 30;
@@ -233,6 +234,11 @@ pub(super) fn note_requests(buf: &[u8], ends: &mut VecDeque<bool>, renamed: bool
             // sleddog renames it (the server connection keeps those on purpose).
             Ok(FrontendKind::Parse) => {
                 dirty |= !renamed && body.first().is_some_and(|b| *b != 0);
+                // A statement run through the extended protocol counts too.
+                let name_end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+                let sql = body.get(name_end + 1..).unwrap_or_default();
+                let sql_end = sql.iter().position(|b| *b == 0).unwrap_or(sql.len());
+                dirty |= changes_session_state(&sql[..sql_end]);
             }
             _ => {}
         }
@@ -241,48 +247,24 @@ pub(super) fn note_requests(buf: &[u8], ends: &mut VecDeque<bool>, renamed: bool
     dirty
 }
 
-/// True when a simple-protocol SQL string starts with a statement whose effect
-/// outlives its transaction. Transaction pooling hands the connection to other
-/// clients afterwards, so such a connection is reset (DISCARD ALL) first.
-/// Looks at the first word only (and a little past it); no allocation.
-/// (Tracking and replaying this state per client is the session-state work;
-/// `set_config(..., false)` and advisory locks are handled there too.)
+/// True when SQL text may change session state that outlives its
+/// transaction: settings (SET, RESET, set_config), SQL-level prepared
+/// statements, LISTEN, temporary objects, WITH HOLD cursors, session advisory
+/// locks, DISCARD. Transaction pooling hands the connection to other clients
+/// afterwards, so such a connection is reset (DISCARD ALL) first. Every
+/// statement of a multi-statement string is looked at, in one pass without
+/// allocation (`sql_scan`).
 fn changes_session_state(sql: &[u8]) -> bool {
-    let (word, rest) = first_word(sql);
-    let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
-    if is("set") {
-        // SET LOCAL ends with the transaction.
-        return !first_word(rest).0.eq_ignore_ascii_case(b"local");
-    }
-    if is("create") {
-        let next = first_word(rest).0;
-        return next.eq_ignore_ascii_case(b"temp") || next.eq_ignore_ascii_case(b"temporary");
-    }
-    if is("declare") {
-        return contains_ignore_case(rest, b"with hold");
-    }
-    ["reset", "listen", "prepare", "load", "discard"]
-        .iter()
-        .any(|w| is(w))
-}
-
-/// The first run of ASCII letters after leading white space, and what follows.
-fn first_word(sql: &[u8]) -> (&[u8], &[u8]) {
-    let start = sql
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(sql.len());
-    let end = sql[start..]
-        .iter()
-        .position(|b| !b.is_ascii_alphabetic())
-        .map_or(sql.len(), |n| start + n);
-    (&sql[start..end], &sql[end..])
-}
-
-fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    let effects = scan_statements(sql);
+    effects.gucs
+        || effects.custom_gucs
+        || effects.prepared_sql
+        || effects.listen
+        || effects.temp_or_hold
+        || effects.advisory_lock
+        || effects.discard_all
+        || effects.deallocate_all
+        || effects.pin
 }
 
 #[cfg(test)]
@@ -340,6 +322,9 @@ mod tests {
             "CREATE TEMPORARY TABLE t (id int)",
             "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
             "DISCARD PLANS",
+            "select set_config('statement_timeout', '11s', false)",
+            "select 1; set application_name = 'x'",
+            "select pg_advisory_lock(1)",
         ] {
             assert!(changes_session_state(sql.as_bytes()), "{sql}");
         }
