@@ -226,15 +226,13 @@ fn session_settings_do_not_leak_to_other_clients() {
     python_scenario("session_state.py", &["leak"]);
 }
 
-/// Today set_config() outside a transaction is not seen as session state, so its values
-/// reach the next client of the server connection: a leak, not only a missing feature.
+/// set_config() outside a transaction changes the session like SET does.
 #[test]
 fn session_settings_from_set_config_do_not_leak() {
     python_scenario("session_state.py", &["leak-set-config"]);
 }
 
 #[test]
-#[ignore = "needs session state (SET) kept for its client across transactions (issue 3)"]
 fn session_settings_stay_with_their_client() {
     python_scenario("session_state.py", &["keep"]);
 }

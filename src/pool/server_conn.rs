@@ -18,10 +18,11 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use crate::auth::{self, AuthError, ScramClient};
 use crate::prepared::ServerStatements;
-use crate::protocol::backend::{Authentication, BackendMessage, TransactionStatus};
+use crate::protocol::backend::{Authentication, BackendKind, BackendMessage, TransactionStatus};
 use crate::protocol::startup::{self, ProtocolVersion};
 use crate::protocol::{frame, write, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
 use crate::rt::{self, AsyncReadExt, AsyncWriteExt, TcpStream};
+use crate::session::params::Params;
 
 /// What a server connection logs in with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +150,9 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// The core's statements this connection has prepared.
     pub prepared: ServerStatements,
+    /// Settings set in this connection's session (not its startup values), as
+    /// last captured or synced by a session. Empty when fresh or reset.
+    pub session: Params,
 }
 
 impl ServerConn {
@@ -191,6 +195,7 @@ impl ServerConn {
             created: now,
             last_used: now,
             prepared: ServerStatements::new(usize::MAX),
+            session: Params::default(),
         };
         let mut out = BytesMut::with_capacity(256);
         startup::encode_startup(
@@ -333,6 +338,39 @@ impl ServerConn {
                         });
                     }
                     return Ok(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs one query of the pool's own and returns the bodies of the rows it
+    /// sent; like `execute`, the server must end Idle.
+    pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Bytes>, ServerError> {
+        let mut out = BytesMut::new();
+        write::query(&mut out, sql);
+        self.send(&mut out).await?;
+        let mut failure = None;
+        let mut rows = Vec::new();
+        loop {
+            let message = self.read_message().await?;
+            match BackendMessage::decode(&message)? {
+                BackendMessage::ErrorResponse(fields) => failure = Some(rejected(&fields)),
+                BackendMessage::ParameterStatus { name, value } => self.set_param(name, value),
+                BackendMessage::Other(BackendKind::DataRow) => {
+                    rows.push(message.slice(frame::HEADER_LEN..));
+                }
+                BackendMessage::ReadyForQuery(status) => {
+                    if let Some(error) = failure {
+                        return Err(error);
+                    }
+                    if status != TransactionStatus::Idle {
+                        return Err(ServerError::Rejected {
+                            sqlstate: "25000".into(),
+                            message: "still in a transaction after a pool query".into(),
+                        });
+                    }
+                    return Ok(rows);
                 }
                 _ => {}
             }

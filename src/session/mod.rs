@@ -100,8 +100,15 @@ pub async fn run(core: Rc<Core>, stream: TcpStream) {
         return;
     };
     let handle = login.handle.clone();
-    relay::Relay::new(&core, &handle, login.cluster, &mut client, login.settings)
-        .run()
-        .await;
+    relay::Relay::new(
+        &core,
+        &handle,
+        login.cluster,
+        &mut client,
+        login.settings,
+        login.startup,
+    )
+    .run()
+    .await;
     core.unregister(handle.pid);
 }

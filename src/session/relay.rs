@@ -32,6 +32,7 @@ use crate::protocol::write::{self, Severity};
 use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
 use crate::rt::{self, AsyncWriteExt};
 use crate::session::client::Client;
+use crate::session::params::{self, Params};
 use crate::session::scan::{
     note_requests, scan_client, scan_server, scan_server_planned, ClientBatch, ServerEvent,
     ServerScan,
@@ -140,6 +141,17 @@ pub struct Relay<'a> {
     /// A batch is being written to the server: the connection is not
     /// released even if everything sent so far has been answered.
     sending: bool,
+    /// Settings from the client's startup packet.
+    startup: Params,
+    /// The client's session settings: what a server connection must carry
+    /// while this client uses it (transaction mode).
+    params: Params,
+    /// This checkout ran something that changes settings: capture them for
+    /// the client before the connection goes back.
+    capture: bool,
+    /// Custom (dotted) settings the client has touched; `pg_settings` does
+    /// not list them, so the capture asks for each by name.
+    custom_names: Vec<String>,
 }
 
 impl<'a> Relay<'a> {
@@ -149,6 +161,7 @@ impl<'a> Relay<'a> {
         cluster: Rc<Cluster>,
         client: &'a mut Client,
         settings: RelaySettings,
+        startup: Params,
     ) -> Relay<'a> {
         Relay {
             core,
@@ -169,6 +182,10 @@ impl<'a> Relay<'a> {
             plan: ReplyPlan::default(),
             to_server: BytesMut::new(),
             sending: false,
+            params: startup.clone(),
+            custom_names: startup.custom_names().map(str::to_owned).collect(),
+            startup,
+            capture: false,
         }
     }
 
@@ -292,9 +309,15 @@ impl<'a> Relay<'a> {
         match outcome {
             Checkout::Got(mut conn) => {
                 conn.prepared.set_limit(self.settings.statements_limit);
+                if let Err(error) = self.bring_to_client_settings(&mut conn).await {
+                    // The connection is closed (dropped), not pooled.
+                    let message = format!("could not apply the session's settings: {error}");
+                    return self.fail_request(batch, "08006", &message).await;
+                }
                 self.handle.set_server(Some(conn.cancel_key.clone()));
                 self.server = Some(conn);
                 self.dirty = false;
+                self.capture = false;
                 self.status = TransactionStatus::Idle;
                 self.forward_client(batch).await
             }
@@ -305,6 +328,62 @@ impl<'a> Relay<'a> {
             Checkout::Failed(error) => {
                 let (sqlstate, message) = checkout_failure(&error, &self.cluster.database);
                 self.fail_request(batch, sqlstate, &message).await
+            }
+        }
+    }
+
+    /// Transaction mode: a server connection whose session settings differ
+    /// from the client's is brought to them first, in one round trip. Clients
+    /// that never change a setting never pay for it.
+    async fn bring_to_client_settings(&mut self, conn: &mut PooledConn) -> Result<(), String> {
+        if self.settings.session_mode || conn.session == self.params {
+            return Ok(());
+        }
+        let Some(sql) = params::sync_sql(&conn.session, &self.params) else {
+            return Ok(());
+        };
+        match rt::timeout(RESET_TIMEOUT, conn.execute(&sql)).await {
+            Some(Ok(())) => {
+                conn.session = self.params.clone();
+                Ok(())
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, "could not apply a session's settings; it starts over from its startup settings");
+                // Do not fail every later request the same way.
+                self.params = if self.params == self.startup {
+                    Params::default()
+                } else {
+                    self.startup.clone()
+                };
+                Err(error.to_string())
+            }
+            None => Err("timed out".to_owned()),
+        }
+    }
+
+    /// Reads the settings the client's statements left on the connection and
+    /// makes them the client's. False when the connection must be closed.
+    async fn capture_settings(&mut self, conn: &mut PooledConn) -> bool {
+        let names = self.custom_names.iter().map(String::as_str);
+        let sql = params::capture_sql(names);
+        let rows = match rt::timeout(RESET_TIMEOUT, conn.query_rows(&sql)).await {
+            Some(Ok(rows)) => rows,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "could not read a session's settings");
+                return false;
+            }
+            None => return false,
+        };
+        let bodies: Vec<&[u8]> = rows.iter().map(|row| &row[..]).collect();
+        match Params::from_data_rows(&bodies) {
+            Ok(captured) => {
+                self.params = captured.with_startup_defaults(&self.startup);
+                conn.session = captured;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not read a session's settings");
+                false
             }
         }
     }
@@ -395,7 +474,14 @@ impl<'a> Relay<'a> {
             // plan could not tell where its replies end.
             let rename = self.settings.rename_statements
                 && (!self.plan.is_empty() || batch.unsynced || prepared::needs_rewrite(bytes));
-            self.dirty |= note_requests(bytes, &mut self.request_ends, rename);
+            let left = note_requests(
+                bytes,
+                &mut self.request_ends,
+                rename,
+                &mut self.custom_names,
+            );
+            self.dirty |= left.other;
+            self.capture |= left.settings;
             self.pending += batch.sync_points;
             self.unsynced = batch.unsynced;
             if rename {
@@ -679,6 +765,9 @@ impl<'a> Relay<'a> {
         if self.handle.cancel_sent.replace(false) {
             return;
         }
+        if std::mem::take(&mut self.capture) && !self.capture_settings(&mut conn).await {
+            return;
+        }
         if std::mem::take(&mut self.dirty) && !discard_all(&mut conn).await {
             return;
         }
@@ -782,7 +871,7 @@ impl<'a> Relay<'a> {
         if self.status != TransactionStatus::Idle && !reset(&mut conn, "ROLLBACK").await {
             return;
         }
-        let needs_discard = self.settings.session_mode || self.dirty;
+        let needs_discard = self.settings.session_mode || self.dirty || self.capture;
         if needs_discard && !discard_all(&mut conn).await {
             return;
         }
@@ -803,6 +892,7 @@ async fn reset(conn: &mut PooledConn, sql: &str) -> bool {
 /// Resets a connection's session state; its prepared statements go too.
 async fn discard_all(conn: &mut PooledConn) -> bool {
     conn.prepared.clear();
+    conn.session = Params::default();
     reset(conn, "DISCARD ALL").await
 }
 

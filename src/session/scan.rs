@@ -13,7 +13,7 @@ use crate::prepared::{Books, ReplyPlan, Verdict};
 use crate::protocol::backend::{BackendKind, BackendMessage, TransactionStatus};
 use crate::protocol::frontend::FrontendKind;
 use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
-use crate::session::sql_scan::scan_statements;
+use crate::session::sql_scan::{custom_guc_names, scan_statements};
 
 /// Postgres never sends a message over 1 GiB (MaxAllocSize).
 const MAX_SERVER_MESSAGE_LEN: usize = 1 << 30;
@@ -211,11 +211,35 @@ pub(super) fn scan_server_planned(
     }
 }
 
+/// What a batch leaves behind past its transaction on the server connection.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Leftovers {
+    /// Settings (SET, RESET, set_config, DISCARD): captured for the client
+    /// when the connection is released, then carried to its next ones.
+    pub settings: bool,
+    /// State that is not carried (LISTEN, SQL PREPARE, temporary objects,
+    /// WITH HOLD cursors, session advisory locks, a named Parse that is not
+    /// renamed): the connection is reset (DISCARD ALL) before reuse.
+    pub other: bool,
+}
+
+impl Leftovers {
+    fn add(&mut self, other: Leftovers) {
+        self.settings |= other.settings;
+        self.other |= other.other;
+    }
+}
+
 /// Records how each forwarded request ends (see `Relay::request_ends`) and
-/// returns true when one of the messages changes session state that would
-/// outlive the transaction. The bytes were validated by `scan_client`.
-pub(super) fn note_requests(buf: &[u8], ends: &mut VecDeque<bool>, renamed: bool) -> bool {
-    let mut dirty = false;
+/// says what the messages leave behind; names of custom settings they touch
+/// go to `custom_names`. The bytes were validated by `scan_client`.
+pub(super) fn note_requests(
+    buf: &[u8],
+    ends: &mut VecDeque<bool>,
+    renamed: bool,
+    custom_names: &mut Vec<String>,
+) -> Leftovers {
+    let mut left = Leftovers::default();
     let mut offset = 0;
     while let Ok(Some(header)) = frame::header(&buf[offset..], DEFAULT_MAX_MESSAGE_LEN) {
         let end = offset + header.total_len;
@@ -226,45 +250,54 @@ pub(super) fn note_requests(buf: &[u8], ends: &mut VecDeque<bool>, renamed: bool
         match FrontendKind::from_tag(header.tag) {
             Ok(FrontendKind::Query) => {
                 ends.push_back(false);
-                dirty |= changes_session_state(body);
+                let sql = body.strip_suffix(&[0]).unwrap_or(body);
+                left.add(leftovers(sql, custom_names));
             }
             Ok(FrontendKind::FunctionCall) => ends.push_back(false),
             Ok(FrontendKind::Sync) => ends.push_back(true),
-            // A named prepared statement outlives the transaction, unless
-            // sleddog renames it (the server connection keeps those on purpose).
             Ok(FrontendKind::Parse) => {
-                dirty |= !renamed && body.first().is_some_and(|b| *b != 0);
+                // A named prepared statement outlives the transaction, unless
+                // sleddog renames it (the connection keeps those on purpose).
+                left.other |= !renamed && body.first().is_some_and(|b| *b != 0);
                 // A statement run through the extended protocol counts too.
                 let name_end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
                 let sql = body.get(name_end + 1..).unwrap_or_default();
                 let sql_end = sql.iter().position(|b| *b == 0).unwrap_or(sql.len());
-                dirty |= changes_session_state(&sql[..sql_end]);
+                left.add(leftovers(&sql[..sql_end], custom_names));
             }
             _ => {}
         }
         offset = end;
     }
-    dirty
+    left
 }
 
-/// True when SQL text may change session state that outlives its
-/// transaction: settings (SET, RESET, set_config), SQL-level prepared
-/// statements, LISTEN, temporary objects, WITH HOLD cursors, session advisory
-/// locks, DISCARD. Transaction pooling hands the connection to other clients
-/// afterwards, so such a connection is reset (DISCARD ALL) first. Every
-/// statement of a multi-statement string is looked at, in one pass without
-/// allocation (`sql_scan`).
-fn changes_session_state(sql: &[u8]) -> bool {
+/// What SQL text may leave behind past its transaction; every statement of
+/// a multi-statement string is looked at, in one pass without allocation
+/// (`sql_scan`) unless it names custom settings.
+fn leftovers(sql: &[u8], custom_names: &mut Vec<String>) -> Leftovers {
     let effects = scan_statements(sql);
-    effects.gucs
-        || effects.custom_gucs
-        || effects.prepared_sql
-        || effects.listen
-        || effects.temp_or_hold
-        || effects.advisory_lock
-        || effects.discard_all
-        || effects.deallocate_all
-        || effects.pin
+    if effects.custom_gucs {
+        let before = custom_names.len();
+        custom_guc_names(sql, custom_names);
+        // Keep each name once.
+        let mut i = before;
+        while i < custom_names.len() {
+            if custom_names[..i].contains(&custom_names[i]) {
+                custom_names.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+    Leftovers {
+        settings: effects.gucs || effects.custom_gucs || effects.discard_all,
+        other: effects.prepared_sql
+            || effects.listen
+            || effects.temp_or_hold
+            || effects.advisory_lock
+            || effects.pin,
+    }
 }
 
 #[cfg(test)]
@@ -326,7 +359,11 @@ mod tests {
             "select 1; set application_name = 'x'",
             "select pg_advisory_lock(1)",
         ] {
-            assert!(changes_session_state(sql.as_bytes()), "{sql}");
+            assert_ne!(
+                leftovers(sql.as_bytes(), &mut Vec::new()),
+                Leftovers::default(),
+                "{sql}"
+            );
         }
         for sql in [
             "SET LOCAL search_path TO a",
@@ -337,7 +374,11 @@ mod tests {
             "insert into listen values (1)",
             "",
         ] {
-            assert!(!changes_session_state(sql.as_bytes()), "{sql}");
+            assert_eq!(
+                leftovers(sql.as_bytes(), &mut Vec::new()),
+                Leftovers::default(),
+                "{sql}"
+            );
         }
     }
 
@@ -348,13 +389,13 @@ mod tests {
         msg(&mut buf, b'S', b"");
         msg(&mut buf, b'Q', b"select 1\0");
         let mut ends = VecDeque::new();
-        assert!(note_requests(&buf, &mut ends, false));
-        assert!(!note_requests(&buf, &mut VecDeque::new(), true));
+        assert!(note_requests(&buf, &mut ends, false, &mut Vec::new()).other);
+        assert!(!note_requests(&buf, &mut VecDeque::new(), true, &mut Vec::new()).other);
         assert_eq!(ends, [true, false]);
         let mut buf = BytesMut::new();
         msg(&mut buf, b'P', b"\0select 1\0\0\0");
         msg(&mut buf, b'S', b"");
-        assert!(!note_requests(&buf, &mut ends, false));
+        assert!(!note_requests(&buf, &mut ends, false, &mut Vec::new()).other);
     }
 
     #[test]

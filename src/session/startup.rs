@@ -16,6 +16,7 @@ use crate::protocol::startup::{split_startup, ProtocolVersion, StartupPacket};
 use crate::protocol::write;
 use crate::rt::{self, AsyncWriteExt};
 use crate::session::client::Client;
+use crate::session::params::{self, Params};
 use crate::session::relay::RelaySettings;
 use crate::session::{login_auth, SessionHandle};
 
@@ -34,6 +35,9 @@ pub struct Login {
     pub handle: Rc<SessionHandle>,
     pub cluster: Rc<Cluster>,
     pub settings: RelaySettings,
+    /// Settings from the startup packet (incl. `options`), which a server
+    /// connection must carry while the client uses it.
+    pub startup: Params,
 }
 
 /// Runs the start-up exchange; `None` when the connection is done (a cancel
@@ -143,8 +147,17 @@ async fn handshake_inner(core: &Rc<Core>, client: &mut Client) -> Option<Login> 
         auth::random_bytes::<4>().to_vec()
     };
     let handle = core.register(secret);
+    let startup = params::startup_params(&params);
     for (name, value) in server_params.iter() {
-        write::parameter_status(&mut client.out, name, value);
+        // The client's own application_name is reported back verbatim, as
+        // Postgres does; its server connections are brought to it before its
+        // statements run. (Other reported settings from the startup packet
+        // are applied the same way but reported with the server's value,
+        // since Postgres would report them normalised.)
+        let own = (name == "application_name")
+            .then(|| startup.get("application_name"))
+            .flatten();
+        write::parameter_status(&mut client.out, name, own.unwrap_or(value));
     }
     write::backend_key_data(&mut client.out, handle.pid.0, handle.secret());
     write::ready_for_query(&mut client.out, TransactionStatus::Idle);
@@ -156,6 +169,7 @@ async fn handshake_inner(core: &Rc<Core>, client: &mut Client) -> Option<Login> 
         handle,
         cluster,
         settings,
+        startup,
     })
 }
 
