@@ -79,7 +79,6 @@ pub(crate) const UNIMPLEMENTED: &[(Scope, &str)] = &[
     (Scope::General, "connect_attempts"),
     (Scope::General, "connect_attempt_delay"),
     (Scope::General, "client_login_timeout"),
-    (Scope::General, "client_idle_in_transaction_timeout"),
     (Scope::General, "dry_run"),
     (Scope::General, "mirror_queue"),
     (Scope::General, "mirror_exposure"),

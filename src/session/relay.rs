@@ -44,6 +44,10 @@ use crate::session::SessionHandle;
 const MAX_BUFFERED_REQUEST_LEN: usize = 2 * DEFAULT_MAX_MESSAGE_LEN;
 /// Bound on statements sleddog runs on its own to clean a connection.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+/// Finds a session advisory lock this backend holds (run between transactions,
+/// when transaction-level advisory locks are gone).
+const ADVISORY_LOCKS_HELD: &str = "SELECT 1 FROM pg_catalog.pg_locks \
+     WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() LIMIT 1";
 
 /// What the relay needs from the configuration, copied once per session.
 #[derive(Debug, Clone)]
@@ -52,6 +56,7 @@ pub struct RelaySettings {
     pub checkout: CheckoutLimits,
     pub query_timeout: Option<Duration>,
     pub client_idle_timeout: Option<Duration>,
+    pub client_idle_in_transaction_timeout: Option<Duration>,
     /// Give clients' named statements the core's shared server-side names
     /// (transaction mode); session mode passes names through.
     pub rename_statements: bool,
@@ -69,6 +74,7 @@ impl RelaySettings {
             },
             query_timeout: snapshot.timeouts.query,
             client_idle_timeout: snapshot.timeouts.client_idle,
+            client_idle_in_transaction_timeout: snapshot.timeouts.client_idle_in_transaction,
             rename_statements: !session_mode
                 && snapshot.prepared_statements != PreparedStatements::Disabled,
             statements_limit: crate::core::statements_limit(snapshot),
@@ -82,6 +88,7 @@ enum End {
     Protocol(ProtocolError),
     Shutdown,
     ClientIdle,
+    IdleInTransaction,
     /// Session mode: the server connection, and so the session's state, is gone.
     ServerGone,
 }
@@ -101,6 +108,7 @@ enum Wake {
     Client(std::io::Result<usize>),
     QueryTimeout,
     ClientIdle,
+    IdleInTransaction,
     Shutdown,
 }
 
@@ -152,6 +160,12 @@ pub struct Relay<'a> {
     /// Custom (dotted) settings the client has touched; `pg_settings` does
     /// not list them, so the capture asks for each by name.
     custom_names: Vec<String>,
+    /// This checkout took or released session advisory locks: see at release
+    /// whether the client still holds any.
+    advisory: bool,
+    /// The client holds session advisory locks on its server connection,
+    /// which it keeps until it releases them.
+    locks_held: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -186,6 +200,8 @@ impl<'a> Relay<'a> {
             custom_names: startup.custom_names().map(str::to_owned).collect(),
             startup,
             capture: false,
+            advisory: false,
+            locks_held: false,
         }
     }
 
@@ -218,6 +234,14 @@ impl<'a> Relay<'a> {
             End::ClientIdle => {
                 self.client
                     .fatal("57P05", "terminating connection due to idle timeout")
+                    .await;
+            }
+            End::IdleInTransaction => {
+                self.client
+                    .fatal(
+                        "25P03",
+                        "terminating connection due to idle-in-transaction timeout",
+                    )
                     .await;
             }
             End::ClientGone => tracing::debug!("client gone"),
@@ -330,6 +354,16 @@ impl<'a> Relay<'a> {
                 self.fail_request(batch, sqlstate, &message).await
             }
         }
+    }
+
+    /// `SET pgdog.pin TO true` (PgDog's): the client stays on its server
+    /// connection while the setting is on.
+    fn pin_requested(&self) -> bool {
+        self.params.get("pgdog.pin").is_some_and(|value| {
+            ["true", "on", "1", "yes"]
+                .iter()
+                .any(|t| value.eq_ignore_ascii_case(t))
+        })
     }
 
     /// Transaction mode: a server connection whose session settings differ
@@ -480,8 +514,9 @@ impl<'a> Relay<'a> {
                 rename,
                 &mut self.custom_names,
             );
-            self.dirty |= left.other;
+            self.dirty |= left.other || left.advisory;
             self.capture |= left.settings;
+            self.advisory |= left.advisory;
             self.pending += batch.sync_points;
             self.unsynced = batch.unsynced;
             if rename {
@@ -572,7 +607,18 @@ impl<'a> Relay<'a> {
             return Err(End::Shutdown);
         }
         let query_timeout = self.settings.query_timeout.filter(|_| self.pending > 0);
-        let idle_timeout = self.settings.client_idle_timeout.filter(|_| !busy);
+        // Idle with a transaction open, or idle holding a pinned connection.
+        let idle_timeout = match self.status {
+            _ if busy => None,
+            TransactionStatus::Idle => self
+                .settings
+                .client_idle_timeout
+                .map(|limit| (limit, Wake::ClientIdle)),
+            _ => self
+                .settings
+                .client_idle_in_transaction_timeout
+                .map(|limit| (limit, Wake::IdleInTransaction)),
+        };
         let shutdown = self.handle.shutdown.clone();
         let server: &mut ServerConn = self.server.as_mut().expect("active needs a server");
         let client = &mut *self.client;
@@ -591,9 +637,9 @@ impl<'a> Relay<'a> {
                                 rt::sleep(limit).await;
                                 Wake::QueryTimeout
                             }
-                            (None, Some(limit)) => {
+                            (None, Some((limit, wake))) => {
                                 rt::sleep(limit).await;
-                                Wake::ClientIdle
+                                wake
                             }
                             (None, None) => {
                                 rt::never().await;
@@ -626,6 +672,7 @@ impl<'a> Relay<'a> {
                     .await
             }
             Wake::ClientIdle => Err(End::ClientIdle),
+            Wake::IdleInTransaction => Err(End::IdleInTransaction),
             Wake::Shutdown => Err(End::Shutdown),
         }
     }
@@ -766,6 +813,19 @@ impl<'a> Relay<'a> {
             return;
         }
         if std::mem::take(&mut self.capture) && !self.capture_settings(&mut conn).await {
+            return;
+        }
+        if std::mem::take(&mut self.advisory) {
+            match rt::timeout(RESET_TIMEOUT, conn.query_rows(ADVISORY_LOCKS_HELD)).await {
+                Some(Ok(rows)) => self.locks_held = !rows.is_empty(),
+                _ => return,
+            }
+        }
+        if self.locks_held || self.pin_requested() {
+            // Pinned: the client keeps this connection, as in session mode,
+            // until it lets go.
+            self.handle.set_server(Some(conn.cancel_key.clone()));
+            self.server = Some(conn);
             return;
         }
         if std::mem::take(&mut self.dirty) && !discard_all(&mut conn).await {

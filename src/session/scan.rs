@@ -218,15 +218,19 @@ pub(super) struct Leftovers {
     /// when the connection is released, then carried to its next ones.
     pub settings: bool,
     /// State that is not carried (LISTEN, SQL PREPARE, temporary objects,
-    /// WITH HOLD cursors, session advisory locks, a named Parse that is not
-    /// renamed): the connection is reset (DISCARD ALL) before reuse.
+    /// WITH HOLD cursors, a named Parse that is not renamed): the connection
+    /// is reset (DISCARD ALL) before reuse.
     pub other: bool,
+    /// Session advisory locks taken or released: whether the client still
+    /// holds any decides whether it keeps (is pinned to) the connection.
+    pub advisory: bool,
 }
 
 impl Leftovers {
     fn add(&mut self, other: Leftovers) {
         self.settings |= other.settings;
         self.other |= other.other;
+        self.advisory |= other.advisory;
     }
 }
 
@@ -291,12 +295,11 @@ fn leftovers(sql: &[u8], custom_names: &mut Vec<String>) -> Leftovers {
         }
     }
     Leftovers {
+        // `SET pgdog.pin` is a custom setting like any other: captured, it
+        // pins the client while true.
         settings: effects.gucs || effects.custom_gucs || effects.discard_all,
-        other: effects.prepared_sql
-            || effects.listen
-            || effects.temp_or_hold
-            || effects.advisory_lock
-            || effects.pin,
+        other: effects.prepared_sql || effects.listen || effects.temp_or_hold,
+        advisory: effects.advisory_lock || effects.advisory_unlock,
     }
 }
 
