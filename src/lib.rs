@@ -9,6 +9,7 @@
 //! - `core`      one pinned executor per CPU: listener, per-core state, inbox.
 //! - `pool`      per-core server connection pools.
 //! - `prepared`  prepared statements shared under transaction pooling; no I/O.
+//! - `pubsub`    LISTEN/NOTIFY under transaction pooling: per-core listener connections.
 //! - `session`   one client connection: startup, auth, query loop.
 pub mod auth;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod ids;
 pub mod pool;
 pub mod prepared;
 pub mod protocol;
+pub mod pubsub;
 pub mod rt;
 pub mod session;
 #[cfg(test)]

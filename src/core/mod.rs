@@ -20,6 +20,7 @@ use crate::control::snapshot::Snapshot;
 use crate::ids::{ClientPid, CoreId, Epoch};
 use crate::pool::{self, Pools};
 use crate::prepared::StatementCache;
+use crate::pubsub::PubSub;
 use crate::rt;
 use crate::session::{self, PlainAuthCache, SessionHandle};
 
@@ -55,6 +56,8 @@ pub struct Core {
     /// Cleartext logins checked against a SCRAM verifier, so PBKDF2 runs
     /// once per (user, password) rather than at every login.
     pub plain_auth: PlainAuthCache,
+    /// LISTEN on behalf of this core's sessions (transaction mode).
+    pub pubsub: PubSub,
 }
 
 /// One admitted client connection; dropping it frees the place.
@@ -155,6 +158,11 @@ impl Core {
 
     fn apply(&self, snapshot: Arc<Snapshot>) {
         self.pools.borrow_mut().apply(&snapshot);
+        self.pubsub.apply(
+            snapshot.pub_sub_channel_size,
+            snapshot.timeouts.connect,
+            &self.pools.borrow(),
+        );
         self.statements
             .borrow_mut()
             .set_limit(statements_limit(&snapshot));
@@ -187,6 +195,7 @@ pub async fn run(context: CoreContext) {
     let mut pools = Pools::default();
     pools.apply(&snapshot);
     let statements = StatementCache::new(statements_limit(&snapshot));
+    let pubsub = PubSub::new(snapshot.pub_sub_channel_size, snapshot.timeouts.connect);
     let core = Rc::new(Core {
         id,
         snapshot: RefCell::new(snapshot),
@@ -199,6 +208,7 @@ pub async fn run(context: CoreContext) {
         clients: Rc::new(Cell::new(0)),
         refusing: Cell::new(false),
         plain_auth: PlainAuthCache::default(),
+        pubsub,
     });
     let listener = match rt::listen(addr) {
         Ok(listener) => listener,

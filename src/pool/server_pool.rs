@@ -209,6 +209,13 @@ impl ServerPool {
         Err(last.map_or(ServerError::Closed, ServerError::Io))
     }
 
+    /// Opens a connection to this pool's server with its login that is not
+    /// the pool's: no permit, not counted as open, never checked in. For a
+    /// connection with a life of its own (pub/sub's listener connection).
+    pub async fn connect_unpooled(&self, timeout: Duration) -> Result<ServerConn, ServerError> {
+        self.connect_any(timeout).await
+    }
+
     fn usable(&self, conn: &ServerConn, now: Instant) -> bool {
         let limits = self.limits.get();
         if now.duration_since(conn.created) >= limits.lifetime {
