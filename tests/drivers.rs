@@ -36,7 +36,7 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(45);
 /// A sleddog of its own for each scenario, so one scenario's failure cannot disturb
 /// another's; the Postgres behind them is shared.
 fn proxy() -> Sleddog {
-    let general = format!("default_pool_size = {POOL_SIZE}");
+    let general = format!("default_pool_size = {POOL_SIZE}\npub_sub_channel_size = 1024");
     Sleddog::start(&config(free_port(), pg().port(), &general), USERS)
 }
 
@@ -248,7 +248,6 @@ fn copy_ten_thousand_rows_each_way() {
 }
 
 #[test]
-#[ignore = "needs LISTEN kept for its client across transactions (issue 3)"]
 fn listen_notify_between_clients() {
     python_scenario("listen_notify.py", &[]);
 }

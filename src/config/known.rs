@@ -83,7 +83,6 @@ pub(crate) const UNIMPLEMENTED: &[(Scope, &str)] = &[
     (Scope::General, "mirror_queue"),
     (Scope::General, "mirror_exposure"),
     (Scope::General, "cross_shard_disabled"),
-    (Scope::General, "pub_sub_channel_size"),
     (Scope::General, "log_format"),
     (Scope::General, "log_level"),
     (Scope::General, "log_connections"),
@@ -181,8 +180,10 @@ mod tests {
             assert!(!is_unimplemented(Scope::Database, key), "{key}");
         }
         assert!(is_unimplemented(Scope::Section, "sharded_tables"));
-        assert!(is_unimplemented(Scope::General, "pub_sub_channel_size"));
+        assert!(is_unimplemented(Scope::General, "connection_recovery"));
         for key in [
+            "pub_sub_channel_size",
+            "client_idle_in_transaction_timeout",
             "prepared_statements",
             "prepared_statements_limit",
             "dns_ttl",

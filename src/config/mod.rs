@@ -447,10 +447,8 @@ mod tests {
         assert_eq!(
             warned,
             [
-                (6, "general.client_idle_in_transaction_timeout"),
                 (7, "general.connection_recovery"),
                 (8, "general.client_connection_recovery"),
-                (9, "general.pub_sub_channel_size"),
             ]
         );
         let general = &loaded.config.general;
@@ -641,7 +639,7 @@ mod tests {
 
     #[test]
     fn known_pgdog_keys_warn_with_their_line() {
-        let config = "[general]\npub_sub_channel_size = 0\nopenmetrics_port = 9090\n\n[[databases]]\nname = \"app\"\nhost = \"h\"\nstatement_timeout = 100\n\n[tcp]\nkeepalive = true\n\n[[plugins]]\nname = \"p\"\n";
+        let config = "[general]\nconnection_recovery = \"drop\"\nopenmetrics_port = 9090\n\n[[databases]]\nname = \"app\"\nhost = \"h\"\nstatement_timeout = 100\n\n[tcp]\nkeepalive = true\n\n[[plugins]]\nname = \"p\"\n";
         let users = "[[users]]\nname = \"a\"\npassword = \"p\"\ndatabase = \"app\"\nserver_auth = \"password\"\n";
         let loaded = ok(config, users);
         let warned: Vec<_> = loaded
@@ -654,7 +652,7 @@ mod tests {
         assert_eq!(
             warned,
             [
-                format!("pgdog.toml:2: key `general.pub_sub_channel_size`: {suffix}"),
+                format!("pgdog.toml:2: key `general.connection_recovery`: {suffix}"),
                 format!("pgdog.toml:3: key `general.openmetrics_port`: {suffix}"),
                 format!("pgdog.toml:8: key `databases[0].statement_timeout`: {suffix}"),
                 format!("pgdog.toml:10: key `tcp`: {suffix}"),

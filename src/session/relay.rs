@@ -30,6 +30,7 @@ use crate::protocol::backend::{BackendMessage, TransactionStatus};
 use crate::protocol::frontend::FrontendKind;
 use crate::protocol::write::{self, Severity};
 use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
+use crate::pubsub::{self, Subscriber};
 use crate::rt::{self, AsyncWriteExt};
 use crate::session::client::Client;
 use crate::session::params::{self, Params};
@@ -109,6 +110,8 @@ enum Wake {
     QueryTimeout,
     ClientIdle,
     IdleInTransaction,
+    /// Notifications for the client are queued (LISTEN via the core's listener).
+    Notify,
     Shutdown,
 }
 
@@ -166,6 +169,11 @@ pub struct Relay<'a> {
     /// The client holds session advisory locks on its server connection,
     /// which it keeps until it releases them.
     locks_held: bool,
+    /// The client's LISTENs, run by the core's listener connection
+    /// (transaction mode with `pub_sub_channel_size` > 0).
+    subscriber: Option<Subscriber>,
+    /// The client sent ROLLBACK in the transaction now open.
+    rollback_sent: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -202,6 +210,8 @@ impl<'a> Relay<'a> {
             capture: false,
             advisory: false,
             locks_held: false,
+            subscriber: None,
+            rollback_sent: false,
         }
     }
 
@@ -255,6 +265,7 @@ impl<'a> Relay<'a> {
         if self.discard_until_sync {
             return self.discard_to_sync().await;
         }
+        while self.listen_here().await? {}
         let batch = scan_client(&self.client.buf, self.unsynced).map_err(End::Protocol)?;
         if batch.len > 0 && batch.sync_points == 0 && !batch.unsynced {
             // Only Flush and Copy messages, with no server held: Postgres sends
@@ -284,8 +295,10 @@ impl<'a> Relay<'a> {
         if self.handle.shutdown.is_fired() {
             return Err(End::Shutdown);
         }
+        self.deliver_notifications().await?;
         let shutdown = self.handle.shutdown.clone();
         let idle_limit = self.settings.client_idle_timeout;
+        let notified = self.subscriber.as_ref().map(Subscriber::ready);
         let client = &mut *self.client;
         let wake = rt::race(async { Wake::Client(client.read_more().await) }, async {
             rt::race(
@@ -293,23 +306,112 @@ impl<'a> Relay<'a> {
                     shutdown.wait().await;
                     Wake::Shutdown
                 },
-                async {
-                    match idle_limit {
-                        Some(limit) => rt::sleep(limit).await,
-                        None => rt::never().await,
-                    }
-                    Wake::ClientIdle
-                },
+                rt::race(
+                    async {
+                        match idle_limit {
+                            Some(limit) => rt::sleep(limit).await,
+                            None => rt::never().await,
+                        }
+                        Wake::ClientIdle
+                    },
+                    async {
+                        match notified {
+                            Some(ready) => ready.await,
+                            None => rt::never().await,
+                        }
+                        Wake::Notify
+                    },
+                ),
             )
             .await
         })
         .await;
         match wake {
             Wake::Client(Ok(n)) if n > 0 => Ok(()),
+            Wake::Notify => self.deliver_notifications().await,
             Wake::Shutdown => Err(End::Shutdown),
             Wake::ClientIdle => Err(End::ClientIdle),
             _ => Err(End::ClientGone),
         }
+    }
+
+    /// A LISTEN, UNLISTEN or UNLISTEN * alone in a simple Query at the front of
+    /// the client's buffer is carried out by the core's listener connection
+    /// and answered here: at once outside a transaction, staged for the
+    /// transaction's end inside one. Anything else, or with replies still
+    /// outstanding or the transaction failed (Postgres must refuse it), goes
+    /// to the server as usual. True when one was handled.
+    async fn listen_here(&mut self) -> Result<bool, End> {
+        if self.settings.session_mode || !self.core.pubsub.is_enabled() {
+            return Ok(false);
+        }
+        let outstanding = self.pending > 0
+            || self.unsynced
+            || self.partial > 0
+            || !self.plan.is_empty()
+            || self.status == TransactionStatus::Failed;
+        if self.server.is_some() && outstanding {
+            return Ok(false);
+        }
+        let Ok(Some(header)) = frame::header(&self.client.buf, DEFAULT_MAX_MESSAGE_LEN) else {
+            return Ok(false);
+        };
+        if header.total_len > self.client.buf.len()
+            || FrontendKind::from_tag(header.tag) != Ok(FrontendKind::Query)
+        {
+            return Ok(false);
+        }
+        let body = &self.client.buf[frame::HEADER_LEN..header.total_len];
+        let Some(commands) = listen_commands(body.strip_suffix(&[0]).unwrap_or(body)) else {
+            return Ok(false);
+        };
+        if self.subscriber.is_none() {
+            self.subscriber = self.core.pubsub.subscriber(&self.cluster);
+        }
+        let Some(subscriber) = self.subscriber.as_mut() else {
+            return Ok(false);
+        };
+        self.client.buf.advance(header.total_len);
+        let out = &mut self.client.out;
+        for command in commands {
+            let tag = command.tag();
+            if self.status != TransactionStatus::Idle {
+                subscriber.stage(command);
+                write::command_complete(out, tag);
+                continue;
+            }
+            // Answered once the listener runs it, so a NOTIFY the client
+            // sends next is heard.
+            let synced = subscriber.run(command);
+            match rt::timeout(self.settings.checkout.connect, synced.wait()).await {
+                Some(Ok(())) => write::command_complete(out, tag),
+                Some(Err(error)) => {
+                    let message = format!("could not {tag}: {error}");
+                    write::error_response(out, Severity::Error, "08006", &message, None);
+                    break;
+                }
+                None => {
+                    let message = format!("could not {tag}: the listener connection timed out");
+                    write::error_response(out, Severity::Error, "08006", &message, None);
+                    break;
+                }
+            }
+        }
+        write::ready_for_query(out, self.status);
+        self.client.flush().await.map_err(|_| End::ClientGone)?;
+        Ok(true)
+    }
+
+    /// Writes queued notifications to the client (only ever between its
+    /// transactions, as Postgres delivers them).
+    async fn deliver_notifications(&mut self) -> Result<(), End> {
+        let Some(subscriber) = self.subscriber.as_ref() else {
+            return Ok(());
+        };
+        if subscriber.try_take(&mut self.client.out) {
+            self.client.flush().await.map_err(|_| End::ClientGone)?;
+        }
+        Ok(())
     }
 
     /// Checks out a server connection for the request in hand and sends it.
@@ -517,6 +619,12 @@ impl<'a> Relay<'a> {
             self.dirty |= left.other || left.advisory;
             self.capture |= left.settings;
             self.advisory |= left.advisory;
+            self.rollback_sent |= left.rollback && self.status != TransactionStatus::Idle;
+            if left.discard_all {
+                if let Some(subscriber) = self.subscriber.as_mut() {
+                    subscriber.unlisten_all();
+                }
+            }
             self.pending += batch.sync_points;
             self.unsynced = batch.unsynced;
             if rename {
@@ -663,9 +771,11 @@ impl<'a> Relay<'a> {
             Wake::Server(Ok(n)) if n > 0 => self.relay_server().await,
             Wake::Server(_) => self.server_lost("08006", "server connection lost").await,
             Wake::Client(Ok(n)) if n > 0 => {
+                while self.listen_here().await? {}
                 let batch = scan_client(&self.client.buf, self.unsynced).map_err(End::Protocol)?;
                 self.forward_client(batch).await
             }
+            Wake::Notify => self.deliver_notifications().await,
             Wake::Client(_) => Err(End::ClientGone),
             Wake::QueryTimeout => {
                 self.server_lost("57014", "canceling statement due to query_timeout")
@@ -682,6 +792,7 @@ impl<'a> Relay<'a> {
         // One scan covers every whole message read so far.
         let server: &mut ServerConn = self.server.as_mut().expect("relay_server needs a server");
         let pending_before = self.pending;
+        let status_before = self.status;
         let mut copy_in_starts = 0;
         let mut verdict = Verdict::default();
         let planned = !self.plan.is_empty();
@@ -716,6 +827,17 @@ impl<'a> Relay<'a> {
             )
         };
         self.dirty |= verdict.uncertain;
+        let ended =
+            status_before != TransactionStatus::Idle && self.status == TransactionStatus::Idle;
+        if ended {
+            // LISTENs staged in the transaction take effect at its end; the
+            // client hears of the end only once the listener has run them.
+            let rollback_sent = std::mem::take(&mut self.rollback_sent);
+            let rolled_back = rollback_sent || status_before == TransactionStatus::Failed;
+            if let Some(synced) = end_listens(self.subscriber.as_mut(), rolled_back) {
+                let _ = rt::timeout(self.settings.checkout.connect, synced.wait()).await;
+            }
+        }
         for _ in self.pending..pending_before {
             self.request_ends.pop_front();
         }
@@ -949,6 +1071,48 @@ async fn reset(conn: &mut PooledConn, sql: &str) -> bool {
     )
 }
 
+/// A transaction ended: LISTENs staged in it take effect, unless it was
+/// rolled back. Returns what to wait for before telling the client.
+fn end_listens(subscriber: Option<&mut Subscriber>, rolled_back: bool) -> Option<pubsub::Synced> {
+    let subscriber = subscriber.filter(|s| s.has_staged())?;
+    if rolled_back {
+        subscriber.rollback();
+        return None;
+    }
+    Some(subscriber.commit())
+}
+
+/// A simple Query made only of LISTEN, UNLISTEN and UNLISTEN * statements, in
+/// order; `None` when anything else is in it. Statements are split at
+/// semicolons outside quotes and comments.
+fn listen_commands(sql: &[u8]) -> Option<Vec<pubsub::ListenCommand>> {
+    let mut commands = Vec::new();
+    let mut start = 0;
+    let mut quote = None;
+    let mut i = 0;
+    while i <= sql.len() {
+        let byte = sql.get(i).copied();
+        match (quote, byte) {
+            (Some(q), Some(b)) if b == q => quote = None,
+            (Some(_), Some(_)) => {}
+            (None, Some(b'\'' | b'"')) => quote = byte,
+            (None, Some(b'-')) if sql.get(i + 1) == Some(&b'-') => return None,
+            (None, Some(b'/')) if sql.get(i + 1) == Some(&b'*') => return None,
+            (None, Some(b';') | None) => {
+                let statement = &sql[start..i];
+                if !statement.iter().all(u8::is_ascii_whitespace) {
+                    commands.push(pubsub::parse_listen(statement)?);
+                }
+                start = i + 1;
+            }
+            (None, Some(_)) => {}
+            (Some(_), None) => return None,
+        }
+        i += 1;
+    }
+    (!commands.is_empty()).then_some(commands)
+}
+
 /// Resets a connection's session state; its prepared statements go too.
 async fn discard_all(conn: &mut PooledConn) -> bool {
     conn.prepared.clear();
@@ -979,5 +1143,39 @@ fn checkout_failure(error: &CheckoutError, database: &str) -> (&'static str, Str
             "57P01",
             format!("the pool for \"{database}\" was reconfigured; retry"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::ListenCommand;
+
+    #[test]
+    fn listen_only_queries_are_split_into_commands() {
+        let commands = listen_commands(b"LISTEN a; listen \"B;c\" ;UNLISTEN *;").unwrap();
+        assert_eq!(
+            commands,
+            [
+                ListenCommand::Listen("a".into()),
+                ListenCommand::Listen("B;c".into()),
+                ListenCommand::UnlistenAll,
+            ]
+        );
+        for other in [
+            &b"LISTEN a; select 1"[..],
+            b"begin; listen a",
+            b"listen a -- comment",
+            b"listen 'a",
+            b"",
+            b" ; ",
+        ] {
+            assert_eq!(
+                listen_commands(other),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 }

@@ -224,6 +224,11 @@ pub(super) struct Leftovers {
     /// Session advisory locks taken or released: whether the client still
     /// holds any decides whether it keeps (is pinned to) the connection.
     pub advisory: bool,
+    /// DISCARD ALL: the client's LISTENs end too.
+    pub discard_all: bool,
+    /// A statement starts with ROLLBACK or ABORT (not ROLLBACK TO/PREPARED):
+    /// the transaction ending next is rolled back.
+    pub rollback: bool,
 }
 
 impl Leftovers {
@@ -231,6 +236,8 @@ impl Leftovers {
         self.settings |= other.settings;
         self.other |= other.other;
         self.advisory |= other.advisory;
+        self.discard_all |= other.discard_all;
+        self.rollback |= other.rollback;
     }
 }
 
@@ -300,7 +307,42 @@ fn leftovers(sql: &[u8], custom_names: &mut Vec<String>) -> Leftovers {
         settings: effects.gucs || effects.custom_gucs || effects.discard_all,
         other: effects.prepared_sql || effects.listen || effects.temp_or_hold,
         advisory: effects.advisory_lock || effects.advisory_unlock,
+        discard_all: effects.discard_all,
+        rollback: starts_rollback(sql),
     }
+}
+
+/// `ROLLBACK`/`ABORT` (any form but `ROLLBACK TO` and `ROLLBACK PREPARED`) as
+/// the first statement.
+fn starts_rollback(sql: &[u8]) -> bool {
+    let (word, rest) = first_word(sql);
+    let is = |w: &[u8]| word.eq_ignore_ascii_case(w);
+    if is(b"abort") {
+        return true;
+    }
+    if !is(b"rollback") {
+        return false;
+    }
+    let (next, _) = first_word(rest);
+    let next_is = |w: &[u8]| next.eq_ignore_ascii_case(w);
+    if next_is(b"work") || next_is(b"transaction") {
+        let (after, _) = first_word(first_word(rest).1);
+        return !after.eq_ignore_ascii_case(b"to");
+    }
+    !(next_is(b"to") || next_is(b"prepared"))
+}
+
+/// The first run of ASCII letters after leading white space, and what follows.
+fn first_word(sql: &[u8]) -> (&[u8], &[u8]) {
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let end = sql[start..]
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .map_or(sql.len(), |n| start + n);
+    (&sql[start..end], &sql[end..])
 }
 
 #[cfg(test)]
@@ -344,6 +386,27 @@ mod tests {
         let batch = scan_client(&buf[..whole + 2], false).unwrap();
         assert_eq!(batch.len, whole);
         assert!(!batch.terminate);
+    }
+
+    #[test]
+    fn rollback_statements() {
+        for sql in [
+            "ROLLBACK",
+            "rollback work",
+            "abort",
+            " Rollback transaction;",
+        ] {
+            assert!(starts_rollback(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "rollback to a",
+            "ROLLBACK WORK TO SAVEPOINT a",
+            "rollback prepared 'x'",
+            "commit",
+            "select 1",
+        ] {
+            assert!(!starts_rollback(sql.as_bytes()), "{sql}");
+        }
     }
 
     #[test]
