@@ -318,30 +318,7 @@ impl ServerConn {
     /// Runs one statement of the pool's own (reset, rollback) and reads through
     /// ReadyForQuery, which must say Idle.
     pub async fn execute(&mut self, sql: &str) -> Result<(), ServerError> {
-        let mut out = BytesMut::new();
-        write::query(&mut out, sql);
-        self.send(&mut out).await?;
-        let mut failure = None;
-        loop {
-            let message = self.read_message().await?;
-            match BackendMessage::decode(&message)? {
-                BackendMessage::ErrorResponse(fields) => failure = Some(rejected(&fields)),
-                BackendMessage::ParameterStatus { name, value } => self.set_param(name, value),
-                BackendMessage::ReadyForQuery(status) => {
-                    if let Some(error) = failure {
-                        return Err(error);
-                    }
-                    if status != TransactionStatus::Idle {
-                        return Err(ServerError::Rejected {
-                            sqlstate: "25000".into(),
-                            message: "still in a transaction after reset".into(),
-                        });
-                    }
-                    return Ok(());
-                }
-                _ => {}
-            }
-        }
+        self.query_rows(sql).await.map(drop)
     }
 
     /// Runs one query of the pool's own and returns the bodies of the rows it
@@ -367,7 +344,8 @@ impl ServerConn {
                     if status != TransactionStatus::Idle {
                         return Err(ServerError::Rejected {
                             sqlstate: "25000".into(),
-                            message: "still in a transaction after a pool query".into(),
+                            message: "still in a transaction after a statement of the pool's own"
+                                .into(),
                         });
                     }
                     return Ok(rows);

@@ -14,6 +14,8 @@
 //! are not UTF-8) is `None`, and the statement goes to the server, which
 //! answers it or reports the error as Postgres would.
 
+use crate::session::sql_scan::{is_ident_char, is_ident_start};
+
 /// One LISTEN-family statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenCommand {
@@ -242,14 +244,6 @@ enum Token<'a> {
 struct Lexer<'a> {
     sql: &'a [u8],
     pos: usize,
-}
-
-fn is_ident_start(byte: u8) -> bool {
-    byte.is_ascii_alphabetic() || byte == b'_' || byte >= 0x80
-}
-
-fn is_ident_char(byte: u8) -> bool {
-    is_ident_start(byte) || byte.is_ascii_digit() || byte == b'$'
 }
 
 impl<'a> Lexer<'a> {

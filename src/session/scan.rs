@@ -109,17 +109,9 @@ pub(super) fn scan_server(
                     return (offset, Ok(ServerEvent::More));
                 }
                 let message = &buf[offset..offset + header.total_len];
-                match BackendMessage::decode(message) {
-                    Ok(BackendMessage::ReadyForQuery(new_status)) => {
-                        *status = new_status;
-                        *pending = pending.saturating_sub(1);
-                    }
-                    Ok(BackendMessage::ErrorResponse(fields)) => {
-                        if matches!(fields.severity(), Some("FATAL") | Some("PANIC")) {
-                            return (offset, Ok(ServerEvent::Fatal(header.total_len)));
-                        }
-                    }
-                    Ok(_) => {}
+                match read_reply(message, status, pending) {
+                    Ok(false) => {}
+                    Ok(true) => return (offset, Ok(ServerEvent::Fatal(header.total_len))),
                     Err(error) => return (offset, Err(error)),
                 }
                 offset += header.total_len;
@@ -135,6 +127,27 @@ pub(super) fn scan_server(
                 offset += header.total_len;
             }
         }
+    }
+}
+
+/// Takes in a whole ReadyForQuery (the transaction status, one reply fewer
+/// owed) or ErrorResponse; true when the error is FATAL or PANIC, after which
+/// the server closes.
+fn read_reply(
+    message: &[u8],
+    status: &mut TransactionStatus,
+    pending: &mut u32,
+) -> Result<bool, ProtocolError> {
+    match BackendMessage::decode(message)? {
+        BackendMessage::ReadyForQuery(new_status) => {
+            *status = new_status;
+            *pending = pending.saturating_sub(1);
+            Ok(false)
+        }
+        BackendMessage::ErrorResponse(fields) => {
+            Ok(matches!(fields.severity(), Some("FATAL") | Some("PANIC")))
+        }
+        _ => Ok(false),
     }
 }
 
@@ -188,17 +201,9 @@ pub(super) fn scan_server_planned(
         let message = &buf[offset..offset + header.total_len];
         match kind {
             BackendKind::ReadyForQuery | BackendKind::ErrorResponse => {
-                match BackendMessage::decode(message) {
-                    Ok(BackendMessage::ReadyForQuery(new_status)) => {
-                        *scan.status = new_status;
-                        *scan.pending = scan.pending.saturating_sub(1);
-                    }
-                    Ok(BackendMessage::ErrorResponse(fields)) => {
-                        if matches!(fields.severity(), Some("FATAL") | Some("PANIC")) {
-                            return (offset, Ok(ServerEvent::Fatal(header.total_len)));
-                        }
-                    }
-                    Ok(_) => {}
+                match read_reply(message, scan.status, scan.pending) {
+                    Ok(false) => {}
+                    Ok(true) => return (offset, Ok(ServerEvent::Fatal(header.total_len))),
                     Err(error) => return (offset, Err(error)),
                 }
             }

@@ -414,11 +414,13 @@ struct Lexer<'a> {
     pos: usize,
 }
 
-fn is_ident_start(byte: u8) -> bool {
+/// Can `byte` start an unquoted SQL identifier ("sql-syntax-identifiers")?
+pub(crate) fn is_ident_start(byte: u8) -> bool {
     byte.is_ascii_alphabetic() || byte == b'_' || byte >= 0x80
 }
 
-fn is_ident_char(byte: u8) -> bool {
+/// Can `byte` continue an unquoted SQL identifier?
+pub(crate) fn is_ident_char(byte: u8) -> bool {
     is_ident_start(byte) || byte.is_ascii_digit() || byte == b'$'
 }
 
