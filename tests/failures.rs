@@ -392,3 +392,51 @@ async fn min_pool_size_is_kept_and_idle_connections_expire() {
         count()
     );
 }
+
+/// The backend pid of the connection a fresh client gets.
+fn backend_pid(port: u16) -> String {
+    let mut raw = Raw::login(port, "sd_scram", None);
+    raw.send(&query("select pg_backend_pid()"));
+    let reply = raw.until_ready();
+    let row = reply.iter().find(|m| m.tag == b'D').expect("a row");
+    String::from_utf8_lossy(&row.body[6..]).into_owned()
+}
+
+/// connection_recovery = "recover" (PgDog's default): a client that vanishes
+/// mid-query, mid-transaction or mid-COPY leaves its server connection to be
+/// drained, rolled back and reused, with nothing committed; "drop" closes it.
+#[test]
+fn abandoned_connections_are_recovered_or_dropped() {
+    let server = pg();
+    server.psql(
+        "sleddog",
+        "create table if not exists recovered_rows (id int); grant all on recovered_rows to public",
+    );
+    for (mode, kept) in [("recover", true), ("drop", false)] {
+        let general = format!("auth_type = \"trust\"\nconnection_recovery = \"{mode}\"");
+        let (_proxy, port) = one_connection_proxy(&general);
+        let pid = backend_pid(port);
+        // Mid-query, inside a transaction that wrote a row.
+        let mut raw = Raw::login(port, "sd_scram", None);
+        raw.send(&query("begin; insert into recovered_rows values (1)"));
+        raw.until_ready();
+        raw.send(&query("select pg_sleep(0.3)"));
+        std::thread::sleep(Duration::from_millis(50));
+        raw.kill();
+        // Mid-COPY.
+        let mut raw = Raw::login(port, "sd_scram", None);
+        raw.send(&query("copy recovered_rows from stdin"));
+        assert_eq!(raw.recv().unwrap().tag, b'G', "{mode}: CopyInResponse");
+        raw.send(&common::proxy::tagged(b'd', b"2\n"));
+        std::thread::sleep(Duration::from_millis(50));
+        raw.kill();
+        std::thread::sleep(Duration::from_millis(800));
+        let after = backend_pid(port);
+        assert_eq!(after == pid, kept, "{mode}: backend {pid} then {after}");
+        assert_eq!(
+            server.psql("sleddog", "select count(*) from recovered_rows"),
+            "0",
+            "{mode}: nothing committed"
+        );
+    }
+}

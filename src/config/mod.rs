@@ -444,13 +444,7 @@ mod tests {
             .filter(|w| w.message == known::IGNORED)
             .map(|w| (w.line, w.key.as_str()))
             .collect();
-        assert_eq!(
-            warned,
-            [
-                (7, "general.connection_recovery"),
-                (8, "general.client_connection_recovery"),
-            ]
-        );
+        assert_eq!(warned, [(8, "general.client_connection_recovery"),]);
         let general = &loaded.config.general;
         assert_eq!(general.prepared_statements_limit, Some(0));
         assert_eq!(general.dns_ttl_ms, Some(0));
@@ -639,7 +633,7 @@ mod tests {
 
     #[test]
     fn known_pgdog_keys_warn_with_their_line() {
-        let config = "[general]\nconnection_recovery = \"drop\"\nopenmetrics_port = 9090\n\n[[databases]]\nname = \"app\"\nhost = \"h\"\nstatement_timeout = 100\n\n[tcp]\nkeepalive = true\n\n[[plugins]]\nname = \"p\"\n";
+        let config = "[general]\nclient_connection_recovery = \"drop\"\nopenmetrics_port = 9090\n\n[[databases]]\nname = \"app\"\nhost = \"h\"\nstatement_timeout = 100\n\n[tcp]\nkeepalive = true\n\n[[plugins]]\nname = \"p\"\n";
         let users = "[[users]]\nname = \"a\"\npassword = \"p\"\ndatabase = \"app\"\nserver_auth = \"password\"\n";
         let loaded = ok(config, users);
         let warned: Vec<_> = loaded
@@ -652,7 +646,7 @@ mod tests {
         assert_eq!(
             warned,
             [
-                format!("pgdog.toml:2: key `general.connection_recovery`: {suffix}"),
+                format!("pgdog.toml:2: key `general.client_connection_recovery`: {suffix}"),
                 format!("pgdog.toml:3: key `general.openmetrics_port`: {suffix}"),
                 format!("pgdog.toml:8: key `databases[0].statement_timeout`: {suffix}"),
                 format!("pgdog.toml:10: key `tcp`: {suffix}"),

@@ -211,6 +211,13 @@ pub fn close_complete(out: &mut BytesMut) {
     put_message(out, BackendKind::CloseComplete.tag(), 0, |_| {});
 }
 
+/// CopyFail with the reason (frontend): ends COPY FROM STDIN with an error.
+pub fn copy_fail(out: &mut BytesMut, reason: &str) {
+    put_message(out, FrontendKind::CopyFail.tag(), cstr_len(reason), |out| {
+        put_cstr(out, reason)
+    });
+}
+
 /// Close of the named prepared statement (frontend).
 pub fn close_statement(out: &mut BytesMut, name: &str) {
     put_message(out, FrontendKind::Close.tag(), 1 + cstr_len(name), |out| {

@@ -19,14 +19,14 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 
-use crate::config::PreparedStatements;
+use crate::config::{ConnectionRecovery, PreparedStatements};
 use crate::control::snapshot::Snapshot;
 use crate::core::Core;
 use crate::ids::Epoch;
 use crate::pool::server_conn::{self, read_more, write_or_read, WriteOrRead};
 use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn};
 use crate::prepared::{self, Books, ClientStatements, ReplyPlan, Verdict};
-use crate::protocol::backend::{BackendMessage, TransactionStatus};
+use crate::protocol::backend::{BackendKind, BackendMessage, TransactionStatus};
 use crate::protocol::frontend::FrontendKind;
 use crate::protocol::write::{self, Severity};
 use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
@@ -35,8 +35,8 @@ use crate::rt::{self, AsyncWriteExt};
 use crate::session::client::Client;
 use crate::session::params::{self, Params};
 use crate::session::scan::{
-    note_requests, scan_client, scan_server, scan_server_planned, ClientBatch, ServerEvent,
-    ServerScan,
+    note_requests, read_reply, scan_client, scan_server, scan_server_planned, ClientBatch,
+    ServerEvent, ServerScan, MAX_SERVER_MESSAGE_LEN,
 };
 use crate::session::SessionHandle;
 
@@ -63,6 +63,8 @@ pub struct RelaySettings {
     pub rename_statements: bool,
     /// `prepared_statements_limit` per server connection.
     pub statements_limit: usize,
+    /// What happens to a server connection a client leaves in use.
+    pub connection_recovery: ConnectionRecovery,
 }
 
 impl RelaySettings {
@@ -79,6 +81,7 @@ impl RelaySettings {
             rename_statements: !session_mode
                 && snapshot.prepared_statements != PreparedStatements::Disabled,
             statements_limit: crate::core::statements_limit(snapshot),
+            connection_recovery: snapshot.connection_recovery,
         }
     }
 }
@@ -174,6 +177,8 @@ pub struct Relay<'a> {
     subscriber: Option<Subscriber>,
     /// The client sent ROLLBACK in the transaction now open.
     rollback_sent: bool,
+    /// A COPY FROM STDIN is under way (the server is waiting for data).
+    copy_in: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -212,6 +217,7 @@ impl<'a> Relay<'a> {
             locks_held: false,
             subscriber: None,
             rollback_sent: false,
+            copy_in: false,
         }
     }
 
@@ -627,6 +633,7 @@ impl<'a> Relay<'a> {
             }
             self.pending += batch.sync_points;
             self.unsynced = batch.unsynced;
+            self.copy_in &= !batch.copy_end;
             if rename {
                 let outstanding = self.pending - batch.sync_points;
                 self.rewrite(batch.len, outstanding, !batch.unsynced)
@@ -841,6 +848,7 @@ impl<'a> Relay<'a> {
         for _ in self.pending..pending_before {
             self.request_ends.pop_front();
         }
+        self.copy_in |= copy_in_starts > 0;
         for _ in 0..copy_in_starts {
             if self.request_ends.front() == Some(&true) {
                 // The Sync after this COPY's Execute reaches the server in
@@ -1040,17 +1048,30 @@ impl<'a> Relay<'a> {
             return;
         };
         self.handle.set_server(None);
+        let recovery = self.settings.connection_recovery;
         let idle_between_requests = self.pending == 0 && !self.unsynced && self.partial == 0;
         if !idle_between_requests {
-            // A statement may be running: cancel it, then close the connection
-            // (the server aborts anything uncommitted; no Sync is ever sent).
-            cancel_in_background(&conn);
-            return;
+            // `recover`: let the server finish what it was sent and read its
+            // replies away, then clean up as below. Never for a request still
+            // unsynced: only a Sync would end it, and that would commit it.
+            let drainable = recovery == ConnectionRecovery::Recover
+                && !self.unsynced
+                && !self.core.is_shutting_down()
+                && !self.handle.cancel_sent.get();
+            if !drainable || !self.drain(&mut conn).await {
+                // A statement may be running: cancel it, then close the
+                // connection (the server aborts anything uncommitted; no Sync
+                // is ever sent).
+                cancel_in_background(&conn);
+                return;
+            }
         }
         if self.core.is_shutting_down() || self.handle.cancel_sent.get() {
             return;
         }
-        if self.status != TransactionStatus::Idle && !reset(&mut conn, "ROLLBACK").await {
+        if self.status != TransactionStatus::Idle
+            && (recovery == ConnectionRecovery::Drop || !reset(&mut conn, "ROLLBACK").await)
+        {
             return;
         }
         let needs_discard = self.settings.session_mode || self.dirty || self.capture;
@@ -1060,6 +1081,85 @@ impl<'a> Relay<'a> {
         let pool = conn.pool().clone();
         pool.checkin(conn);
     }
+}
+
+impl Relay<'_> {
+    /// The client is gone with requests in flight: reads and drops the
+    /// server's replies through the last ReadyForQuery owed, within
+    /// RESET_TIMEOUT. A COPY FROM STDIN under way is failed (CopyFail) so the
+    /// server ends it without committing. False when the connection must be
+    /// closed instead.
+    async fn drain(&mut self, conn: &mut PooledConn) -> bool {
+        if !self.plan.is_empty() {
+            // Replies the plan would have checked: the connection's prepared
+            // statements are no longer known for sure.
+            self.dirty = true;
+        }
+        let deadline = RESET_TIMEOUT;
+        let work = async {
+            if self.copy_in && !send_copy_fail(conn).await {
+                return false;
+            }
+            let mut skip = self.partial;
+            loop {
+                let n = skip.min(conn.buf.len());
+                conn.buf.advance(n);
+                skip -= n;
+                // Whole messages once the half-forwarded one is skipped.
+                while skip == 0 && !conn.buf.is_empty() {
+                    let message = match frame::split(&mut conn.buf, MAX_SERVER_MESSAGE_LEN) {
+                        Ok(Some(message)) => message,
+                        Ok(None) => break,
+                        Err(_) => return false,
+                    };
+                    match BackendKind::from_tag(message[0]) {
+                        Ok(BackendKind::ReadyForQuery) | Ok(BackendKind::ErrorResponse) => {
+                            let (mut status, mut pending) = (self.status, self.pending);
+                            match read_reply(&message, &mut status, &mut pending) {
+                                Ok(false) => {}
+                                _ => return false,
+                            }
+                            if pending < self.pending {
+                                self.request_ends.pop_front();
+                            }
+                            (self.status, self.pending) = (status, pending);
+                        }
+                        Ok(BackendKind::CopyInResponse) => {
+                            if !send_copy_fail(conn).await {
+                                return false;
+                            }
+                            if self.request_ends.front() == Some(&true) {
+                                self.request_ends.pop_front();
+                                self.pending = self.pending.saturating_sub(1);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return false,
+                    }
+                    if self.pending == 0 {
+                        return conn.buf.is_empty();
+                    }
+                }
+                let server: &mut ServerConn = conn;
+                if !matches!(read_more(&mut server.stream, &mut server.buf).await, Ok(n) if n > 0) {
+                    return false;
+                }
+            }
+        };
+        let drained = rt::timeout(deadline, work).await == Some(true);
+        if drained {
+            self.partial = 0;
+            self.copy_in = false;
+        }
+        drained
+    }
+}
+
+/// Ends a COPY FROM STDIN the client abandoned, without committing it.
+async fn send_copy_fail(conn: &mut PooledConn) -> bool {
+    let mut out = BytesMut::new();
+    write::copy_fail(&mut out, "client disconnected");
+    conn.stream.write_all(&out).await.is_ok()
 }
 
 /// Runs a statement of sleddog's own to clean a connection, within

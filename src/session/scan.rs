@@ -16,7 +16,7 @@ use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
 use crate::session::sql_scan::{custom_guc_names, scan_statements};
 
 /// Postgres never sends a message over 1 GiB (MaxAllocSize).
-const MAX_SERVER_MESSAGE_LEN: usize = 1 << 30;
+pub(super) const MAX_SERVER_MESSAGE_LEN: usize = 1 << 30;
 
 /// Complete client messages at the front of the buffer, as far as they go.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub(super) struct ClientBatch {
     /// Extended-protocol messages after the last sync point.
     pub unsynced: bool,
     pub terminate: bool,
+    /// A CopyDone or CopyFail ends a COPY FROM STDIN.
+    pub copy_end: bool,
 }
 
 pub(super) fn scan_client(buf: &[u8], unsynced: bool) -> Result<ClientBatch, ProtocolError> {
@@ -56,7 +58,8 @@ pub(super) fn scan_client(buf: &[u8], unsynced: bool) -> Result<ClientBatch, Pro
             | FrontendKind::Describe
             | FrontendKind::Execute
             | FrontendKind::Close => batch.unsynced = true,
-            FrontendKind::CopyData | FrontendKind::CopyDone | FrontendKind::CopyFail => {}
+            FrontendKind::CopyData => {}
+            FrontendKind::CopyDone | FrontendKind::CopyFail => batch.copy_end = true,
             FrontendKind::Password => {
                 return Err(ProtocolError::Malformed("password message after login"));
             }
@@ -133,7 +136,7 @@ pub(super) fn scan_server(
 /// Takes in a whole ReadyForQuery (the transaction status, one reply fewer
 /// owed) or ErrorResponse; true when the error is FATAL or PANIC, after which
 /// the server closes.
-fn read_reply(
+pub(super) fn read_reply(
     message: &[u8],
     status: &mut TransactionStatus,
     pending: &mut u32,
