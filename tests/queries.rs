@@ -262,3 +262,40 @@ async fn copy_in_and_out_100k_rows() {
     assert!(bytes > 1_000_000);
     client.commit().await.unwrap();
 }
+
+/// A client that pipelines a query with a large result and then a very large
+/// message, reading replies while it writes (as libpq's pipeline mode does):
+/// while the proxy writes the large message the server is busy writing the
+/// result and reads nothing, so the proxy must keep reading the server while
+/// its own write waits, or proxy and server block on each other for good.
+#[test]
+fn deep_pipeline_does_not_stall() {
+    use std::io::Write;
+    let port = free_port();
+    let general = "default_pool_size = 2\nauth_type = \"trust\"";
+    let _proxy = Sleddog::start(&config(port, pg().port(), general), USERS);
+    let mut raw = common::proxy::Raw::login(port, "sd_scram", None);
+    let mut writer = raw.writer();
+    let sender = std::thread::spawn(move || {
+        let big_result =
+            common::proxy::query("select repeat('y', 1000) from generate_series(1, 40000)");
+        let padding = "x".repeat(24 << 20);
+        let big_message = common::proxy::query(&format!("select 1 /* {padding} */"));
+        writer
+            .write_all(&[big_result, big_message].concat())
+            .unwrap();
+    });
+    let mut ready = 0;
+    let mut rows = 0;
+    while ready < 2 {
+        let msg = raw.recv().expect("a reply (the pipeline stalled)");
+        assert_ne!(msg.tag, b'E', "{:?}", msg.field(b'M'));
+        match msg.tag {
+            b'Z' => ready += 1,
+            b'D' => rows += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(rows, 40001);
+    sender.join().unwrap();
+}

@@ -375,16 +375,11 @@ fn rejected(fields: &crate::protocol::backend::ErrorFields<'_>) -> ServerError {
 /// length is restored on every path, including a drop mid-await.
 pub async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     let start = buf.len();
-    if buf.capacity() - start < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
     // The read needs initialised memory, so the window is zeroed first. Keep
     // it small when the buffer is empty (the common case: a short request or
     // reply), larger while a big message accumulates; never the whole capacity,
     // which may be megabytes after a large message.
-    let window = if start == 0 { SMALL_READ } else { READ_CHUNK };
-    let end = buf.capacity().min(start + window);
-    buf.resize(end, 0);
+    prepare_window(buf);
     let mut guard = TruncateOnDrop { buf, len: start };
     let n = stream.read(&mut guard.buf[start..]).await?;
     guard.len = start + n;
@@ -407,26 +402,39 @@ pub enum WriteOrRead {
 /// Cancel-safe in the same way as `read_more`.
 pub async fn write_or_read(stream: &mut TcpStream, out: &[u8], buf: &mut BytesMut) -> WriteOrRead {
     let start = buf.len();
+    // Most writes complete at once: the read window is only prepared (and
+    // zeroed) once the write has to wait.
+    let mut unprepared = Some(buf);
+    let mut window: Option<TruncateOnDrop<'_>> = None;
+    let outcome = futures_lite::future::poll_fn(|cx| {
+        if let Poll::Ready(written) = Pin::new(&mut *stream).poll_write(cx, out) {
+            return Poll::Ready(WriteOrRead::Wrote(written));
+        }
+        let guard = window.get_or_insert_with(|| {
+            let buf = unprepared.take().expect("prepared once");
+            prepare_window(buf);
+            TruncateOnDrop { buf, len: start }
+        });
+        Pin::new(&mut *stream)
+            .poll_read(cx, &mut guard.buf[start..])
+            .map(WriteOrRead::Read)
+    })
+    .await;
+    if let (WriteOrRead::Read(Ok(n)), Some(guard)) = (&outcome, window.as_mut()) {
+        guard.len = start + n;
+    }
+    outcome
+}
+
+/// Grows `buf` by a zeroed read window after its content.
+fn prepare_window(buf: &mut BytesMut) {
+    let start = buf.len();
     if buf.capacity() - start < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
     let window = if start == 0 { SMALL_READ } else { READ_CHUNK };
     let end = buf.capacity().min(start + window);
     buf.resize(end, 0);
-    let mut guard = TruncateOnDrop { buf, len: start };
-    let outcome = futures_lite::future::poll_fn(|cx| {
-        if let Poll::Ready(written) = Pin::new(&mut *stream).poll_write(cx, out) {
-            return Poll::Ready(WriteOrRead::Wrote(written));
-        }
-        Pin::new(&mut *stream)
-            .poll_read(cx, &mut guard.buf[start..])
-            .map(WriteOrRead::Read)
-    })
-    .await;
-    if let WriteOrRead::Read(Ok(n)) = outcome {
-        guard.len = start + n;
-    }
-    outcome
 }
 
 /// Restores a buffer's length to `len` when dropped.

@@ -170,6 +170,12 @@ impl Raw {
         }
     }
 
+    /// A second handle on the socket, to write from another thread while
+    /// this one reads.
+    pub fn writer(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone the socket")
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send to sleddog");
     }
