@@ -6,8 +6,6 @@
 //! Every scenario runs twice: `direct` against Postgres itself, which checks
 //! the scenario describes what Postgres does, and `through_sleddog` against a
 //! sleddog in transaction mode with a pool smaller than the number of clients.
-//! LISTEN over the extended protocol is not carried yet (its sleddog run is
-//! ignored).
 //!
 //! "Nothing was delivered" is checked with a sentinel rather than a sleep:
 //! the listener also listens on a sentinel channel, and the notifier sends on
@@ -336,25 +334,11 @@ macro_rules! scenario {
             }
         }
     };
-    ($name:ident, ignore) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread")]
-            async fn direct() {
-                super::$name(super::pg().port()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            #[ignore = "LISTEN over the extended protocol is not yet run by the core's listener"]
-            async fn through_sleddog() {
-                super::$name(super::proxy().port).await;
-            }
-        }
-    };
 }
 
 scenario!(listen_notify_between_clients);
 scenario!(notify_in_a_transaction);
 scenario!(listen_inside_a_transaction);
 scenario!(unlisten_and_unlisten_all);
-scenario!(listen_over_the_extended_protocol, ignore);
+scenario!(listen_over_the_extended_protocol);
 scenario!(channel_names_fold_like_identifiers);

@@ -5,14 +5,34 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use crate::pubsub::ListenCommand;
+
 use super::cache::Statement;
 
 #[derive(Default)]
 pub struct ClientStatements {
     by_name: HashMap<Box<str>, Rc<Statement>>,
+    /// LISTEN/UNLISTEN over the extended protocol is carried out by the core's
+    /// listener (pub/sub on, transaction mode): the server gets an empty
+    /// statement in its place, and these remember what it stood for.
+    pub listen_enabled: bool,
+    pub(super) listen_statements: HashMap<Box<str>, ListenCommand>,
+    pub(super) unnamed_listen: Option<ListenCommand>,
+    pub(super) portal_listen: Option<ListenCommand>,
+    /// Commands whose Execute completed, for the relay to carry out.
+    pub done_listens: Vec<ListenCommand>,
 }
 
 impl ClientStatements {
+    /// `listen_enabled`: LISTEN over the extended protocol goes to the core's
+    /// listener (see the field).
+    pub fn new(listen_enabled: bool) -> ClientStatements {
+        ClientStatements {
+            listen_enabled,
+            ..ClientStatements::default()
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Rc<Statement>> {
         self.by_name.get(name)
     }

@@ -100,6 +100,9 @@ pub(super) struct Entry {
     described: bool,
     /// A Query-like entry saw an ErrorResponse.
     failed: bool,
+    /// An Execute that stands for this LISTEN/UNLISTEN: carried out when it
+    /// completes.
+    pub listen: Option<crate::pubsub::ListenCommand>,
 }
 
 impl Entry {
@@ -111,6 +114,7 @@ impl Entry {
             server: ServerUndo::None,
             described: false,
             failed: false,
+            listen: None,
         }
     }
 
@@ -353,6 +357,9 @@ fn ends(entry: &mut Entry, kind: BackendKind) -> bool {
 
 /// The reply ended: the bookkeeping done at send time stands.
 fn complete(entry: Entry, books: &mut Books<'_>, verdict: &mut Verdict) {
+    if let Some(command) = entry.listen {
+        books.client.done_listens.push(command);
+    }
     if let ClientUndo::ClosedAll(names) = entry.client {
         // DEALLOCATE ALL / DISCARD ALL: on success the server has none left;
         // on failure it may have some or all, so it is reset before reuse.

@@ -18,6 +18,7 @@ use crate::protocol::frontend::{
 };
 use crate::protocol::write::{self, Severity};
 use crate::protocol::{ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
+use crate::pubsub;
 
 use super::cache::{server_name, Statement, StatementCache};
 use super::client::ClientStatements;
@@ -32,8 +33,9 @@ pub struct Books<'a> {
 }
 
 /// True when some message in `batch` (complete messages) names a prepared
-/// statement or may drop them: only then is the batch rewritten.
-pub fn needs_rewrite(batch: &[u8]) -> bool {
+/// statement or may drop them, or is part of a LISTEN over the extended
+/// protocol: only then is the batch rewritten.
+pub fn needs_rewrite(batch: &[u8], client: &ClientStatements) -> bool {
     let mut offset = 0;
     while let Ok(Some(header)) = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN) {
         let end = offset + header.total_len;
@@ -47,7 +49,11 @@ pub fn needs_rewrite(batch: &[u8]) -> bool {
                 }
             }
             Ok(kind) => {
-                if statement_name_span(kind, body).is_some_and(|span| !span.is_empty()) {
+                let span = statement_name_span(kind, body);
+                if span.as_ref().is_some_and(|span| !span.is_empty()) {
+                    return true;
+                }
+                if client.listen_enabled && listen_related(kind, body, span, client) {
                     return true;
                 }
             }
@@ -92,12 +98,47 @@ fn rewrite_message(
         plan.push(Entry::new(expect, Action::Forward));
     };
     match FrontendMessage::decode(msg)? {
-        FrontendMessage::Parse { name, .. } if !name.is_empty() => {
+        FrontendMessage::Parse { name, sql, .. } => {
             let tail = &msg[HEADER_LEN + name.len() + 1..];
-            parse(name, tail, books, out, plan);
+            let listen = books
+                .client
+                .listen_enabled
+                .then(|| pubsub::parse_listen(sql.as_bytes()))
+                .flatten();
+            // A LISTEN is prepared as an empty statement with the same
+            // parameter types: it describes and binds alike, and executing it
+            // changes nothing on the server connection.
+            let empty_tail;
+            let tail = match &listen {
+                Some(_) => {
+                    empty_tail = [&[0u8][..], &tail[sql.len() + 1..]].concat();
+                    &empty_tail[..]
+                }
+                None => tail,
+            };
+            if name.is_empty() {
+                books.client.unnamed_listen = listen;
+                out.put_u8(FrontendKind::Parse.tag());
+                out.put_u32((4 + 1 + tail.len()) as u32);
+                out.put_u8(0);
+                out.put_slice(tail);
+                plan.push(Entry::new(Expect::ParseComplete, Action::Forward));
+            } else {
+                match listen {
+                    Some(command) => books.client.listen_statements.insert(name.into(), command),
+                    None => books.client.listen_statements.remove(name),
+                };
+                parse(name, tail, books, out, plan);
+            }
         }
-        FrontendMessage::Parse { .. } => forward(out, plan, Expect::ParseComplete),
-        FrontendMessage::Bind { statement, .. } => {
+        FrontendMessage::Bind { portal, statement } => {
+            if portal.is_empty() {
+                books.client.portal_listen = if statement.is_empty() {
+                    books.client.unnamed_listen.clone()
+                } else {
+                    books.client.listen_statements.get(statement).cloned()
+                };
+            }
             renamed(msg, statement, books, out, plan, Expect::BindComplete);
         }
         FrontendMessage::Describe {
@@ -110,7 +151,15 @@ fn rewrite_message(
             name,
         } if !name.is_empty() => close(name, books, plan),
         FrontendMessage::Close { .. } => forward(out, plan, Expect::CloseComplete),
-        FrontendMessage::Execute { .. } => forward(out, plan, Expect::Execute),
+        FrontendMessage::Execute { portal, .. } => match books.client.portal_listen.take() {
+            Some(command) if portal.is_empty() => {
+                out.extend_from_slice(msg);
+                let mut entry = Entry::new(Expect::Execute, Action::EmptyAs(command.tag()));
+                entry.listen = Some(command);
+                plan.push(entry);
+            }
+            _ => forward(out, plan, Expect::Execute),
+        },
         FrontendMessage::Sync => forward(out, plan, Expect::Ready { sync: true }),
         FrontendMessage::Query { sql } => query(msg, sql, books, status, out, plan),
         FrontendMessage::FunctionCall(_) => forward(out, plan, Expect::Ready { sync: false }),
@@ -288,6 +337,28 @@ fn query(
             out.extend_from_slice(msg);
             plan.push(Entry::new(ready, Action::Forward));
         }
+    }
+}
+
+/// Is this message part of a LISTEN over the extended protocol: its Parse,
+/// or a Bind or Execute of a statement or portal that stands for one?
+fn listen_related(
+    kind: FrontendKind,
+    body: &[u8],
+    span: Option<std::ops::Range<usize>>,
+    client: &ClientStatements,
+) -> bool {
+    match kind {
+        FrontendKind::Parse => {
+            let sql = span
+                .and_then(|span| body.get(span.end + 1..))
+                .unwrap_or_default();
+            let (first, _) = word(sql);
+            first.eq_ignore_ascii_case(b"listen") || first.eq_ignore_ascii_case(b"unlisten")
+        }
+        FrontendKind::Bind => client.unnamed_listen.is_some(),
+        FrontendKind::Execute => client.portal_listen.is_some(),
+        _ => false,
     }
 }
 

@@ -190,6 +190,7 @@ impl<'a> Relay<'a> {
         settings: RelaySettings,
         startup: Params,
     ) -> Relay<'a> {
+        let listen_here = !settings.session_mode && core.pubsub.is_enabled();
         Relay {
             core,
             handle,
@@ -205,7 +206,7 @@ impl<'a> Relay<'a> {
             epoch: core.epoch(),
             request_ends: VecDeque::new(),
             dirty: false,
-            statements: ClientStatements::default(),
+            statements: ClientStatements::new(listen_here),
             plan: ReplyPlan::default(),
             to_server: BytesMut::new(),
             sending: false,
@@ -406,6 +407,31 @@ impl<'a> Relay<'a> {
         write::ready_for_query(out, self.status);
         self.client.flush().await.map_err(|_| End::ClientGone)?;
         Ok(true)
+    }
+
+    /// LISTEN/UNLISTEN commands sent over the extended protocol whose Execute
+    /// completed (an empty statement stood in for each on the server): run by
+    /// the core's listener, staged when inside a transaction. The client's
+    /// reply waits until the listener has run them.
+    async fn carry_out_listens(&mut self) {
+        let commands = std::mem::take(&mut self.statements.done_listens);
+        if self.subscriber.is_none() {
+            self.subscriber = self.core.pubsub.subscriber(&self.cluster);
+        }
+        let Some(subscriber) = self.subscriber.as_mut() else {
+            return;
+        };
+        let mut synced = Vec::new();
+        for command in commands {
+            if self.status == TransactionStatus::Idle {
+                synced.push(subscriber.run(command));
+            } else {
+                subscriber.stage(command);
+            }
+        }
+        for done in synced {
+            let _ = rt::timeout(self.settings.checkout.connect, done.wait()).await;
+        }
     }
 
     /// Writes queued notifications to the client (only ever between its
@@ -615,7 +641,9 @@ impl<'a> Relay<'a> {
             // A batch that ends without a sync point is tracked too: a later
             // plan could not tell where its replies end.
             let rename = self.settings.rename_statements
-                && (!self.plan.is_empty() || batch.unsynced || prepared::needs_rewrite(bytes));
+                && (!self.plan.is_empty()
+                    || batch.unsynced
+                    || prepared::needs_rewrite(bytes, &self.statements));
             let left = note_requests(
                 bytes,
                 &mut self.request_ends,
@@ -859,6 +887,9 @@ impl<'a> Relay<'a> {
         }
         if planned {
             server.buf.advance(len);
+            if !self.statements.done_listens.is_empty() {
+                self.carry_out_listens().await;
+            }
             self.client.flush().await.map_err(|_| End::ClientGone)?;
         } else if len > 0 {
             let written = self.client.stream.write_all(&server.buf[..len]).await;

@@ -356,7 +356,7 @@ fn batches_that_name_no_statement_are_left_alone() {
         query("select 1"),
     ]
     .concat();
-    assert!(!needs_rewrite(&unnamed));
+    assert!(!needs_rewrite(&unnamed, &ClientStatements::default()));
     for named in [
         parse("s", "select 1"),
         bind("s"),
@@ -365,7 +365,7 @@ fn batches_that_name_no_statement_are_left_alone() {
         query("  DEALLOCATE s"),
         query("discard all"),
     ] {
-        assert!(needs_rewrite(&named));
+        assert!(needs_rewrite(&named, &ClientStatements::default()));
     }
 }
 
@@ -406,4 +406,28 @@ fn answers_wait_behind_replies_to_untracked_requests() {
         ready(),
     ]);
     assert_eq!(seen, b"HdcCZ3Z");
+}
+
+#[test]
+fn listen_over_the_extended_protocol_becomes_an_empty_statement() {
+    let mut rig = Rig::new();
+    rig.client = ClientStatements::new(true);
+    let batch = [parse("", "LISTEN chan"), bind(""), execute(), sync()];
+    assert!(needs_rewrite(&batch.concat(), &rig.client));
+    let (sent, _) = rig.send(&batch);
+    assert_eq!(
+        sent.iter().map(|(tag, _)| *tag).collect::<Vec<_>>(),
+        b"PBES"
+    );
+    let seen = rig.reply(&[ok(b'1'), ok(b'2'), ok(b'I'), ready()]);
+    assert_eq!(seen, b"12CZ", "EmptyQueryResponse becomes CommandComplete");
+    assert_eq!(
+        rig.client.done_listens,
+        [crate::pubsub::ListenCommand::Listen("chan".into())]
+    );
+    // Without pub/sub the statement goes through untouched.
+    assert!(!needs_rewrite(
+        &batch.concat(),
+        &ClientStatements::default()
+    ));
 }
