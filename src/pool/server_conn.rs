@@ -91,8 +91,9 @@ impl fmt::Display for ServerError {
         match self {
             ServerError::Io(error) => write!(f, "{error}"),
             ServerError::ConnectTimeout => write!(f, "connect timeout"),
-            ServerError::Unresolved { host, reason } => {
-                write!(f, "could not resolve host \"{host}\": {reason}")
+            // Client-visible: the host name stays in the log (see connect_any).
+            ServerError::Unresolved { .. } => {
+                write!(f, "could not resolve the server's host name")
             }
             ServerError::Rejected { sqlstate, message } => write!(f, "{message} ({sqlstate})"),
             ServerError::Protocol(error) => write!(f, "protocol error: {error}"),

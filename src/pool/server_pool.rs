@@ -193,10 +193,11 @@ impl ServerPool {
         let addrs = match &self.addrs {
             Resolved::Addrs(addrs) => addrs,
             Resolved::Failed(reason) => {
+                tracing::warn!(host = %self.host, %reason, "could not resolve host");
                 return Err(ServerError::Unresolved {
                     host: self.host.clone(),
                     reason: reason.clone(),
-                })
+                });
             }
         };
         let mut last = None;
