@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::proxy::USERS;
-use common::{free_port, pg, port_open, scratch_root, sleddog_bin, Sleddog};
+use common::{free_port, pg, port_open, scratch_root, sleddog_bin, strip_ansi, Sleddog};
 
 /// A pgdog.toml that is valid on its own: `[general]` on lines 1-4, the
 /// database from line 6.
@@ -30,24 +30,6 @@ fn config_dir(pgdog: &str, users: &str) -> PathBuf {
     std::fs::write(dir.join("pgdog.toml"), pgdog).unwrap();
     std::fs::write(dir.join("users.toml"), users).unwrap();
     dir
-}
-
-/// Drops ANSI colour sequences, which the log formatter may add.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Runs `sleddog <args>` in `dir` with a deadline; returns exit code, stdout,

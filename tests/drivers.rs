@@ -23,7 +23,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::proxy::{config, USERS};
-use common::{free_port, pg, scratch_root, Sleddog, TEST_DB};
+use common::{free_port, pg, scratch_root, strip_ansi, Sleddog, TEST_DB};
 
 const USER: &str = "sd_scram";
 const PASSWORD: &str = "scram_pw";
@@ -182,24 +182,6 @@ fn run_script(program: &Path, script: &str, args: &[&str], extra_env: &[(&str, &
 fn log_tail(log: &str, lines: usize) -> String {
     let all: Vec<&str> = log.lines().collect();
     strip_ansi(&all[all.len().saturating_sub(lines)..].join("\n"))
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // ESC [ parameters final-letter
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn python_scenario(script: &str, args: &[&str]) {

@@ -908,3 +908,22 @@ fn general_port(toml_text: &str) -> Option<u16> {
     }
     None
 }
+
+/// Drops ANSI colour sequences (ESC [ parameters final-letter), which the log
+/// formatter may add.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
