@@ -24,6 +24,18 @@ fn proxy() -> &'static Sleddog {
     })
 }
 
+/// The same with `prepared_statements = "extended_anonymous"`: the unnamed
+/// statement is renamed and shared too.
+fn anonymous_proxy() -> &'static Sleddog {
+    static PROXY: OnceLock<Sleddog> = OnceLock::new();
+    PROXY.get_or_init(|| {
+        let port = free_port();
+        let general = "default_pool_size = 2\nauth_type = \"trust\"\n\
+                       prepared_statements = \"extended_anonymous\"";
+        Sleddog::start(&config(port, pg().port(), general), USERS)
+    })
+}
+
 fn named_parse(name: &str, sql: &str) -> Vec<u8> {
     let mut body = name.as_bytes().to_vec();
     body.push(0);
@@ -75,6 +87,10 @@ fn seen(msgs: &[Msg]) -> Vec<String> {
 /// each step is a batch and whether to read through ReadyForQuery (else one
 /// message per expected count). Returns both transcripts.
 fn both(steps: &[(Vec<u8>, usize)]) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    both_via(proxy().port, steps)
+}
+
+fn both_via(proxy_port: u16, steps: &[(Vec<u8>, usize)]) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let run = |port: u16| {
         let mut raw = Raw::login(port, "sd_trust", None);
         steps
@@ -90,7 +106,7 @@ fn both(steps: &[(Vec<u8>, usize)]) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
             })
             .collect::<Vec<_>>()
     };
-    (run(proxy().port), run(pg().port()))
+    (run(proxy_port), run(pg().port()))
 }
 
 fn assert_same(steps: &[(Vec<u8>, usize)]) -> Vec<Vec<String>> {
@@ -240,4 +256,33 @@ async fn one_statement_reused_by_eight_clients_over_a_pool_of_two() {
         assert_eq!(row.get::<_, i32>(0), 1001);
     });
     join_all(clients).await;
+}
+
+#[test]
+fn extended_anonymous_shares_the_unnamed_statement_like_postgres() {
+    let unnamed_round = [parse("select 41 + 1"), bind_no_params(), execute(), sync()].concat();
+    let steps = [
+        (unnamed_round.clone(), 0),
+        (unnamed_round.clone(), 0),
+        // Bind of the unnamed statement in a later request, on any connection.
+        ([bind_no_params(), execute(), sync()].concat(), 0),
+        ([parse("select 'other'"), sync()].concat(), 0),
+        ([bind_no_params(), execute(), sync()].concat(), 0),
+        ([close_statement(""), sync()].concat(), 0),
+        ([bind_no_params(), execute(), sync()].concat(), 0),
+        (
+            [
+                named_parse("n", "select 8"),
+                named_bind("n"),
+                execute(),
+                sync(),
+            ]
+            .concat(),
+            0,
+        ),
+        ([parse("selec 1"), sync()].concat(), 0),
+        ([bind_no_params(), execute(), sync()].concat(), 0),
+    ];
+    let (through_proxy, direct) = both_via(anonymous_proxy().port, &steps);
+    assert_eq!(through_proxy, direct, "sleddog vs Postgres");
 }

@@ -16,6 +16,9 @@ pub struct ClientStatements {
     /// listener (pub/sub on, transaction mode): the server gets an empty
     /// statement in its place, and these remember what it stood for.
     pub listen_enabled: bool,
+    /// `prepared_statements = "extended_anonymous"`: the unnamed statement is
+    /// renamed and shared too.
+    pub anonymous: bool,
     pub(super) listen_statements: HashMap<Box<str>, ListenCommand>,
     pub(super) unnamed_listen: Option<ListenCommand>,
     pub(super) portal_listen: Option<ListenCommand>,
@@ -26,9 +29,10 @@ pub struct ClientStatements {
 impl ClientStatements {
     /// `listen_enabled`: LISTEN over the extended protocol goes to the core's
     /// listener (see the field).
-    pub fn new(listen_enabled: bool) -> ClientStatements {
+    pub fn new(listen_enabled: bool, anonymous: bool) -> ClientStatements {
         ClientStatements {
             listen_enabled,
+            anonymous,
             ..ClientStatements::default()
         }
     }

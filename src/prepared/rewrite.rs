@@ -50,7 +50,10 @@ pub fn needs_rewrite(batch: &[u8], client: &ClientStatements) -> bool {
             }
             Ok(kind) => {
                 let span = statement_name_span(kind, body);
-                if span.as_ref().is_some_and(|span| !span.is_empty()) {
+                if span
+                    .as_ref()
+                    .is_some_and(|span| !span.is_empty() || client.anonymous)
+                {
                     return true;
                 }
                 if client.listen_enabled && listen_related(kind, body, span, client) {
@@ -116,7 +119,12 @@ fn rewrite_message(
                 }
                 None => tail,
             };
-            if name.is_empty() {
+            if name.is_empty() && books.client.anonymous {
+                // extended_anonymous: the unnamed statement is shared and
+                // kept like a named one; a new Parse simply replaces it.
+                books.client.unnamed_listen = listen;
+                parse(name, tail, books, out, plan);
+            } else if name.is_empty() {
                 books.client.unnamed_listen = listen;
                 out.put_u8(FrontendKind::Parse.tag());
                 out.put_u32((4 + 1 + tail.len()) as u32);
@@ -149,7 +157,7 @@ fn rewrite_message(
         FrontendMessage::Close {
             target: DescribeTarget::Statement,
             name,
-        } if !name.is_empty() => close(name, books, plan),
+        } if !name.is_empty() || books.client.anonymous => close(name, books, plan),
         FrontendMessage::Close { .. } => forward(out, plan, Expect::CloseComplete),
         FrontendMessage::Execute { portal, .. } => match books.client.portal_listen.take() {
             Some(command) if portal.is_empty() => {
@@ -177,7 +185,8 @@ fn rewrite_message(
 /// A named Parse.
 fn parse(name: &str, tail: &[u8], books: &mut Books<'_>, out: &mut BytesMut, plan: &mut ReplyPlan) {
     let statement = books.cache.intern(tail);
-    if books.client.get(name).is_some() {
+    // Only the unnamed statement may be redefined.
+    if !name.is_empty() && books.client.get(name).is_some() {
         // Postgres refuses to redefine a name. The server is made to refuse
         // too (a second Parse of a name it has), so the transaction fails as
         // it would, and its error is replaced by one naming the client's name.
@@ -226,7 +235,7 @@ fn renamed(
     expect: Expect,
 ) {
     let statement = match books.client.get(name) {
-        Some(statement) if !name.is_empty() => statement.clone(),
+        Some(statement) if !name.is_empty() || books.client.anonymous => statement.clone(),
         _ => {
             out.extend_from_slice(msg);
             plan.push(Entry::new(expect, Action::Forward));

@@ -61,6 +61,8 @@ pub struct RelaySettings {
     /// Give clients' named statements the core's shared server-side names
     /// (transaction mode); session mode passes names through.
     pub rename_statements: bool,
+    /// `extended_anonymous`: the unnamed statement is renamed too.
+    pub rename_unnamed: bool,
     /// `prepared_statements_limit` per server connection.
     pub statements_limit: usize,
     /// What happens to a server connection a client leaves in use.
@@ -80,6 +82,7 @@ impl RelaySettings {
             client_idle_in_transaction_timeout: snapshot.timeouts.client_idle_in_transaction,
             rename_statements: !session_mode
                 && snapshot.prepared_statements != PreparedStatements::Disabled,
+            rename_unnamed: snapshot.prepared_statements == PreparedStatements::ExtendedAnonymous,
             statements_limit: crate::core::statements_limit(snapshot),
             connection_recovery: snapshot.connection_recovery,
         }
@@ -191,6 +194,7 @@ impl<'a> Relay<'a> {
         startup: Params,
     ) -> Relay<'a> {
         let listen_here = !settings.session_mode && core.pubsub.is_enabled();
+        let rename_unnamed = settings.rename_statements && settings.rename_unnamed;
         Relay {
             core,
             handle,
@@ -206,7 +210,7 @@ impl<'a> Relay<'a> {
             epoch: core.epoch(),
             request_ends: VecDeque::new(),
             dirty: false,
-            statements: ClientStatements::new(listen_here),
+            statements: ClientStatements::new(listen_here, rename_unnamed),
             plan: ReplyPlan::default(),
             to_server: BytesMut::new(),
             sending: false,

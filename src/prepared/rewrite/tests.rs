@@ -411,7 +411,7 @@ fn answers_wait_behind_replies_to_untracked_requests() {
 #[test]
 fn listen_over_the_extended_protocol_becomes_an_empty_statement() {
     let mut rig = Rig::new();
-    rig.client = ClientStatements::new(true);
+    rig.client = ClientStatements::new(true, false);
     let batch = [parse("", "LISTEN chan"), bind(""), execute(), sync()];
     assert!(needs_rewrite(&batch.concat(), &rig.client));
     let (sent, _) = rig.send(&batch);
