@@ -58,7 +58,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 pub(crate) use hub::{Batch, HubState, SubscriberId};
-pub use parse::{parse_listen, quote_ident, ListenCommand};
+pub use parse::{parse_listen, parse_listens, quote_ident, ListenCommand};
 
 use crate::pool::{Cluster, Pools, ServerPool};
 use crate::rt::{self, Signal};

@@ -45,27 +45,43 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 /// optional comments, whitespace and trailing semicolons); `None` for
 /// anything else.
 pub fn parse_listen(sql: &[u8]) -> Option<ListenCommand> {
+    let mut commands = parse_listens(sql)?;
+    if commands.len() != 1 {
+        return None;
+    }
+    commands.pop()
+}
+
+/// A simple Query made only of LISTEN, UNLISTEN and UNLISTEN * statements,
+/// in order; `None` when anything else is in it (or nothing is).
+pub fn parse_listens(sql: &[u8]) -> Option<Vec<ListenCommand>> {
     let mut lexer = Lexer { sql, pos: 0 };
-    let Token::Word(verb) = lexer.next()? else {
-        return None;
-    };
-    let command = if verb.eq_ignore_ascii_case(b"listen") {
-        ListenCommand::Listen(channel(lexer.next()?)?)
-    } else if verb.eq_ignore_ascii_case(b"unlisten") {
-        match lexer.next()? {
-            Token::Star => ListenCommand::UnlistenAll,
-            token => ListenCommand::Unlisten(channel(token)?),
-        }
-    } else {
-        return None;
-    };
+    let mut commands = Vec::new();
     loop {
+        let verb = match lexer.next() {
+            None => break,
+            Some(Token::Semicolon) => continue,
+            Some(Token::Word(verb)) => verb,
+            Some(_) => return None,
+        };
+        let command = if verb.eq_ignore_ascii_case(b"listen") {
+            ListenCommand::Listen(channel(lexer.next()?)?)
+        } else if verb.eq_ignore_ascii_case(b"unlisten") {
+            match lexer.next()? {
+                Token::Star => ListenCommand::UnlistenAll,
+                token => ListenCommand::Unlisten(channel(token)?),
+            }
+        } else {
+            return None;
+        };
+        commands.push(command);
         match lexer.next() {
-            None => return Some(command),
+            None => break,
             Some(Token::Semicolon) => {}
             Some(_) => return None,
         }
     }
+    (!commands.is_empty()).then_some(commands)
 }
 
 /// Quotes `name` as a delimited identifier: `"` around it, `"` inside doubled.
@@ -376,6 +392,38 @@ mod tests {
         assert_eq!(parse_listen(b"\r\nLISTEN\x0bchan;"), listen("chan"));
         assert_eq!(parse_listen(b"/* unterminated LISTEN chan"), None);
         assert_eq!(parse_listen(b"LISTEN chan /* unterminated"), listen("chan"));
+    }
+
+    #[test]
+    fn listen_only_queries_are_split_into_commands() {
+        let commands = parse_listens(b"LISTEN a; listen \"B;c\" ;UNLISTEN *;").unwrap();
+        assert_eq!(
+            commands,
+            [
+                ListenCommand::Listen("a".into()),
+                ListenCommand::Listen("B;c".into()),
+                ListenCommand::UnlistenAll,
+            ]
+        );
+        // Comments are the lexer's business, as in one statement.
+        assert_eq!(
+            parse_listens(b"listen a -- comment"),
+            Some(vec![ListenCommand::Listen("a".into())])
+        );
+        for other in [
+            &b"LISTEN a; select 1"[..],
+            b"begin; listen a",
+            b"listen 'a",
+            b"",
+            b" ; ",
+        ] {
+            assert_eq!(
+                parse_listens(other),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 
     #[test]

@@ -373,7 +373,7 @@ impl<'a> Relay<'a> {
             return Ok(false);
         }
         let body = &self.client.buf[frame::HEADER_LEN..header.total_len];
-        let Some(commands) = listen_commands(body.strip_suffix(&[0]).unwrap_or(body)) else {
+        let Some(commands) = pubsub::parse_listens(body.strip_suffix(&[0]).unwrap_or(body)) else {
             return Ok(false);
         };
         if self.subscriber.is_none() {
@@ -1217,37 +1217,6 @@ fn end_listens(subscriber: Option<&mut Subscriber>, rolled_back: bool) -> Option
     Some(subscriber.commit())
 }
 
-/// A simple Query made only of LISTEN, UNLISTEN and UNLISTEN * statements, in
-/// order; `None` when anything else is in it. Statements are split at
-/// semicolons outside quotes and comments.
-fn listen_commands(sql: &[u8]) -> Option<Vec<pubsub::ListenCommand>> {
-    let mut commands = Vec::new();
-    let mut start = 0;
-    let mut quote = None;
-    let mut i = 0;
-    while i <= sql.len() {
-        let byte = sql.get(i).copied();
-        match (quote, byte) {
-            (Some(q), Some(b)) if b == q => quote = None,
-            (Some(_), Some(_)) => {}
-            (None, Some(b'\'' | b'"')) => quote = byte,
-            (None, Some(b'-')) if sql.get(i + 1) == Some(&b'-') => return None,
-            (None, Some(b'/')) if sql.get(i + 1) == Some(&b'*') => return None,
-            (None, Some(b';') | None) => {
-                let statement = &sql[start..i];
-                if !statement.iter().all(u8::is_ascii_whitespace) {
-                    commands.push(pubsub::parse_listen(statement)?);
-                }
-                start = i + 1;
-            }
-            (None, Some(_)) => {}
-            (Some(_), None) => return None,
-        }
-        i += 1;
-    }
-    (!commands.is_empty()).then_some(commands)
-}
-
 /// Resets a connection's session state; its prepared statements go too.
 async fn discard_all(conn: &mut PooledConn) -> bool {
     conn.prepared.clear();
@@ -1278,39 +1247,5 @@ fn checkout_failure(error: &CheckoutError, database: &str) -> (&'static str, Str
             "57P01",
             format!("the pool for \"{database}\" was reconfigured; retry"),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pubsub::ListenCommand;
-
-    #[test]
-    fn listen_only_queries_are_split_into_commands() {
-        let commands = listen_commands(b"LISTEN a; listen \"B;c\" ;UNLISTEN *;").unwrap();
-        assert_eq!(
-            commands,
-            [
-                ListenCommand::Listen("a".into()),
-                ListenCommand::Listen("B;c".into()),
-                ListenCommand::UnlistenAll,
-            ]
-        );
-        for other in [
-            &b"LISTEN a; select 1"[..],
-            b"begin; listen a",
-            b"listen a -- comment",
-            b"listen 'a",
-            b"",
-            b" ; ",
-        ] {
-            assert_eq!(
-                listen_commands(other),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(other)
-            );
-        }
     }
 }
