@@ -26,7 +26,7 @@ use crate::ids::Epoch;
 use crate::pool::server_conn::{self, read_more, write_or_read, WriteOrRead};
 use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn};
 use crate::prepared::{self, Books, ClientStatements, ReplyPlan, Verdict};
-use crate::protocol::backend::{BackendKind, BackendMessage, TransactionStatus};
+use crate::protocol::backend::{BackendMessage, TransactionStatus};
 use crate::protocol::frontend::FrontendKind;
 use crate::protocol::write::{self, Severity};
 use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
@@ -35,8 +35,8 @@ use crate::rt::{self, AsyncWriteExt};
 use crate::session::client::Client;
 use crate::session::params::{self, Params};
 use crate::session::scan::{
-    note_requests, read_reply, scan_client, scan_server, scan_server_planned, ClientBatch,
-    ServerEvent, ServerScan, MAX_SERVER_MESSAGE_LEN,
+    note_requests, scan_client, scan_server, scan_server_planned, ClientBatch, ServerEvent,
+    ServerScan,
 };
 use crate::session::SessionHandle;
 
@@ -877,18 +877,6 @@ impl<'a> Relay<'a> {
                 let _ = rt::timeout(self.settings.checkout.connect, synced.wait()).await;
             }
         }
-        for _ in self.pending..pending_before {
-            self.request_ends.pop_front();
-        }
-        self.copy_in |= copy_in_starts > 0;
-        for _ in 0..copy_in_starts {
-            if self.request_ends.front() == Some(&true) {
-                // The Sync after this COPY's Execute reaches the server in
-                // copy-in mode and is ignored: no ReadyForQuery for it.
-                self.request_ends.pop_front();
-                self.pending = self.pending.saturating_sub(1);
-            }
-        }
         if planned {
             server.buf.advance(len);
             if !self.statements.done_listens.is_empty() {
@@ -900,6 +888,7 @@ impl<'a> Relay<'a> {
             server.buf.advance(len);
             written.map_err(|_| End::ClientGone)?;
         }
+        self.account_replies(pending_before, copy_in_starts);
         match event {
             Ok(ServerEvent::More) => {}
             Ok(ServerEvent::Fatal(len)) => {
@@ -918,6 +907,24 @@ impl<'a> Relay<'a> {
         }
         self.release_if_clean().await;
         Ok(())
+    }
+
+    /// Keeps `request_ends` in step with the ReadyForQuery messages a scan
+    /// found (`pending` fell from `pending_before`) and the COPY FROM STDIN
+    /// starts it saw.
+    fn account_replies(&mut self, pending_before: u32, copy_in_starts: u32) {
+        for _ in self.pending..pending_before {
+            self.request_ends.pop_front();
+        }
+        self.copy_in |= copy_in_starts > 0;
+        for _ in 0..copy_in_starts {
+            if self.request_ends.front() == Some(&true) {
+                // The Sync after this COPY's Execute reaches the server in
+                // copy-in mode and is ignored: no ReadyForQuery for it.
+                self.request_ends.pop_front();
+                self.pending = self.pending.saturating_sub(1);
+            }
+        }
     }
 
     /// Transaction mode: back to the pool once every request has its reply,
@@ -1132,48 +1139,28 @@ impl Relay<'_> {
         }
         let deadline = RESET_TIMEOUT;
         let work = async {
-            if self.copy_in && !send_copy_fail(conn).await {
-                return false;
-            }
-            let mut skip = self.partial;
             loop {
-                let n = skip.min(conn.buf.len());
-                conn.buf.advance(n);
-                skip -= n;
-                // Whole messages once the half-forwarded one is skipped.
-                while skip == 0 && !conn.buf.is_empty() {
-                    let message = match frame::split(&mut conn.buf, MAX_SERVER_MESSAGE_LEN) {
-                        Ok(Some(message)) => message,
-                        Ok(None) => break,
-                        Err(_) => return false,
-                    };
-                    match BackendKind::from_tag(message[0]) {
-                        Ok(BackendKind::ReadyForQuery) | Ok(BackendKind::ErrorResponse) => {
-                            let (mut status, mut pending) = (self.status, self.pending);
-                            match read_reply(&message, &mut status, &mut pending) {
-                                Ok(false) => {}
-                                _ => return false,
-                            }
-                            if pending < self.pending {
-                                self.request_ends.pop_front();
-                            }
-                            (self.status, self.pending) = (status, pending);
-                        }
-                        Ok(BackendKind::CopyInResponse) => {
-                            if !send_copy_fail(conn).await {
-                                return false;
-                            }
-                            if self.request_ends.front() == Some(&true) {
-                                self.request_ends.pop_front();
-                                self.pending = self.pending.saturating_sub(1);
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(_) => return false,
-                    }
-                    if self.pending == 0 {
-                        return conn.buf.is_empty();
-                    }
+                if self.copy_in && !send_copy_fail(conn).await {
+                    return false;
+                }
+                self.copy_in = false;
+                // The same scan as when relaying; the bytes go nowhere.
+                let pending_before = self.pending;
+                let mut copy_in_starts = 0;
+                let (len, event) = scan_server(
+                    &conn.buf,
+                    &mut self.partial,
+                    &mut self.pending,
+                    &mut self.status,
+                    &mut copy_in_starts,
+                );
+                conn.buf.advance(len);
+                self.account_replies(pending_before, copy_in_starts);
+                if !matches!(event, Ok(ServerEvent::More)) {
+                    return false;
+                }
+                if self.pending == 0 && !self.copy_in {
+                    return conn.buf.is_empty() && self.partial == 0;
                 }
                 let server: &mut ServerConn = conn;
                 if !matches!(read_more(&mut server.stream, &mut server.buf).await, Ok(n) if n > 0) {
@@ -1181,12 +1168,7 @@ impl Relay<'_> {
                 }
             }
         };
-        let drained = rt::timeout(deadline, work).await == Some(true);
-        if drained {
-            self.partial = 0;
-            self.copy_in = false;
-        }
-        drained
+        rt::timeout(deadline, work).await == Some(true)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
 use crate::session::sql_scan::{custom_guc_names, scan_statements};
 
 /// Postgres never sends a message over 1 GiB (MaxAllocSize).
-pub(super) const MAX_SERVER_MESSAGE_LEN: usize = 1 << 30;
+const MAX_SERVER_MESSAGE_LEN: usize = 1 << 30;
 
 /// Complete client messages at the front of the buffer, as far as they go.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -136,7 +136,7 @@ pub(super) fn scan_server(
 /// Takes in a whole ReadyForQuery (the transaction status, one reply fewer
 /// owed) or ErrorResponse; true when the error is FATAL or PANIC, after which
 /// the server closes.
-pub(super) fn read_reply(
+fn read_reply(
     message: &[u8],
     status: &mut TransactionStatus,
     pending: &mut u32,
