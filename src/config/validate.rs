@@ -309,32 +309,21 @@ fn pick<'a>(
     database: Option<(&'a ParsedDatabase, Option<usize>, &str)>,
     general: (&'a Path, &KeyLines, usize, &str),
 ) -> Sourced<'a> {
-    if let Some((entry, Some(value), key)) = user {
-        return Sourced {
-            value,
-            file: &entry.file,
-            line: entry.lines.line(key),
-            key: format!("{}.{key}", entry.prefix),
-            level: 2,
-        };
-    }
-    if let Some((entry, Some(value), key)) = database {
-        return Sourced {
-            value,
-            file: &entry.file,
-            line: entry.lines.line(key),
-            key: format!("{}.{key}", entry.prefix),
-            level: 1,
-        };
-    }
-    let (file, lines, value, key) = general;
-    Sourced {
+    let sourced = |value, file, lines: &KeyLines, prefix: &str, key: &str, level| Sourced {
         value,
         file,
         line: lines.line(key),
-        key: format!("general.{key}"),
-        level: 0,
+        key: format!("{prefix}.{key}"),
+        level,
+    };
+    if let Some((entry, Some(value), key)) = user {
+        return sourced(value, &entry.file, &entry.lines, &entry.prefix, key, 2);
     }
+    if let Some((entry, Some(value), key)) = database {
+        return sourced(value, &entry.file, &entry.lines, &entry.prefix, key, 1);
+    }
+    let (file, lines, value, key) = general;
+    sourced(value, file, lines, "general", key, 0)
 }
 
 /// min_pool_size ≤ pool_size after PgDog's override order. Each conflict is
