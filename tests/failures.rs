@@ -150,7 +150,10 @@ async fn terminated_backends_under_looping_clients() {
 async fn postgres_restart_and_outage() {
     let server = PgServer::start_new("restart");
     let port = free_port();
-    let general = "connect_timeout = 1000\ncheckout_timeout = 1000";
+    // `recover`: a client that could not get a server connection stays
+    // connected (PgDog's default, `drop`, is tested below).
+    let general = "connect_timeout = 1000\ncheckout_timeout = 1000\n\
+                   client_connection_recovery = \"recover\"";
     let _proxy = Sleddog::start(&config(port, server.port(), general), USERS);
     let client = connect(port, "sd_scram", "scram_pw").await;
     client.query_typed_one("select 1", &[]).await.unwrap();
@@ -190,6 +193,40 @@ async fn postgres_restart_and_outage() {
         }
     }
     assert!(errors <= 1, "{errors} errors after a restart");
+}
+
+/// `client_connection_recovery = "drop"` (the default, as in PgDog): a client
+/// whose request found no server connection gets the reason as a FATAL error
+/// and is closed; new clients are served once Postgres is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn pool_errors_close_the_client_by_default() {
+    let server = PgServer::start_new("outage_drop");
+    let port = free_port();
+    let general = "connect_timeout = 1000\ncheckout_timeout = 1000";
+    let _proxy = Sleddog::start(&config(port, server.port(), general), USERS);
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    client.query_typed_one("select 1", &[]).await.unwrap();
+
+    server.stop();
+    let error = client.query_typed_one("select 1", &[]).await.unwrap_err();
+    let db_error = error.as_db_error().expect("a server error");
+    assert_eq!(db_error.code().code(), "08006", "{error}");
+    assert_eq!(db_error.severity(), "FATAL", "{error}");
+    let after = client.query_typed_one("select 1", &[]).await.unwrap_err();
+    assert!(after.is_closed(), "the client was not closed: {after}");
+
+    server.start();
+    let mut served = false;
+    for _ in 0..50 {
+        if let Ok(fresh) = common::proxy::try_connect(port, "sd_scram", "scram_pw").await {
+            if fresh.query_typed_one("select 1", &[]).await.is_ok() {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "no new client was served after Postgres came back");
 }
 
 #[test]

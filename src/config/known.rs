@@ -97,7 +97,6 @@ pub(crate) const UNIMPLEMENTED: &[(Scope, &str)] = &[
     (Scope::General, "two_phase_commit_wal_checkpoint_interval"),
     (Scope::General, "expanded_explain"),
     (Scope::General, "stats_period"),
-    (Scope::General, "client_connection_recovery"),
     (Scope::General, "lsn_check_interval"),
     (Scope::General, "lsn_check_timeout"),
     (Scope::General, "lsn_check_delay"),
@@ -179,12 +178,9 @@ mod tests {
             assert!(!is_unimplemented(Scope::Database, key), "{key}");
         }
         assert!(is_unimplemented(Scope::Section, "sharded_tables"));
-        assert!(is_unimplemented(
-            Scope::General,
-            "client_connection_recovery"
-        ));
         for key in [
             "connection_recovery",
+            "client_connection_recovery",
             "pub_sub_channel_size",
             "client_idle_in_transaction_timeout",
             "prepared_statements",

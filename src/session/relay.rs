@@ -67,6 +67,9 @@ pub struct RelaySettings {
     pub statements_limit: usize,
     /// What happens to a server connection a client leaves in use.
     pub connection_recovery: ConnectionRecovery,
+    /// `client_connection_recovery`: does a client that could not get a
+    /// server connection stay connected (`recover`) or is it closed (`drop`)?
+    pub keep_client_on_pool_error: bool,
 }
 
 impl RelaySettings {
@@ -85,6 +88,8 @@ impl RelaySettings {
             rename_unnamed: snapshot.prepared_statements == PreparedStatements::ExtendedAnonymous,
             statements_limit: crate::core::statements_limit(snapshot),
             connection_recovery: snapshot.connection_recovery,
+            keep_client_on_pool_error: snapshot.client_connection_recovery
+                == ConnectionRecovery::Recover,
         }
     }
 }
@@ -98,6 +103,9 @@ enum End {
     IdleInTransaction,
     /// Session mode: the server connection, and so the session's state, is gone.
     ServerGone,
+    /// No server connection could be had and `client_connection_recovery`
+    /// is `drop`: the client is told why and closed.
+    PoolError(&'static str, String),
 }
 
 /// How waiting for a server connection ended. Lives on the stack for one
@@ -264,6 +272,9 @@ impl<'a> Relay<'a> {
                         "terminating connection due to idle-in-transaction timeout",
                     )
                     .await;
+            }
+            End::PoolError(sqlstate, message) => {
+                self.client.fatal(sqlstate, &message).await;
             }
             End::ClientGone => tracing::debug!("client gone"),
             End::ServerGone => {}
@@ -489,6 +500,9 @@ impl<'a> Relay<'a> {
             }
             Checkout::Failed(error) => {
                 let (sqlstate, message) = checkout_failure(&error, &self.cluster.database);
+                if !self.settings.keep_client_on_pool_error {
+                    return Err(End::PoolError(sqlstate, message));
+                }
                 self.fail_request(batch, sqlstate, &message).await
             }
         }
