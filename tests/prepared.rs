@@ -286,3 +286,115 @@ fn extended_anonymous_shares_the_unnamed_statement_like_postgres() {
     let (through_proxy, direct) = both_via(anonymous_proxy().port, &steps);
     assert_eq!(through_proxy, direct, "sleddog vs Postgres");
 }
+
+/// `prepared_statements = "full"`: SQL `PREPARE`/`EXECUTE` are renamed too.
+/// One core and one server connection, so clients share it.
+fn full_proxy() -> &'static Sleddog {
+    static PROXY: OnceLock<Sleddog> = OnceLock::new();
+    PROXY.get_or_init(|| {
+        let port = free_port();
+        let general = "default_pool_size = 1\nauth_type = \"trust\"\n\
+                       prepared_statements = \"full\"";
+        let toml = config(port, pg().port(), general).replace("workers = 2", "workers = 1");
+        Sleddog::start(&toml, USERS)
+    })
+}
+
+#[test]
+fn full_mode_sql_prepare_and_execute_like_postgres() {
+    let q = |sql: &str| (query(sql), 0);
+    let steps = [
+        q("PREPARE q(int) AS SELECT $1 * 2"),
+        q("EXECUTE q(21)"),
+        q("BEGIN"),
+        q("EXECUTE q (1)"),
+        q("COMMIT"),
+        // A taken name fails, and inside a transaction fails the transaction.
+        q("PREPARE q AS SELECT 1"),
+        q("BEGIN"),
+        q("PREPARE Q AS SELECT 1;"),
+        q("SELECT 1"),
+        q("ROLLBACK"),
+        q("EXECUTE q(5)"),
+        q("DEALLOCATE q"),
+        q("EXECUTE q(5)"),
+        // A failed PREPARE leaves nothing; EXECUTE of it fails.
+        q("PREPARE bad AS SELEC 1"),
+        q("EXECUTE bad"),
+        // Quoted names keep their case.
+        q("PREPARE \"Mixed\" AS SELECT 'm'"),
+        q("EXECUTE \"Mixed\""),
+        q("EXECUTE mixed"),
+        // A statement prepared by Parse runs through EXECUTE as well.
+        ([named_parse("proto", "select 77"), sync()].concat(), 0),
+        q("EXECUTE proto"),
+        // In a failed transaction PREPARE is refused, and so never defined.
+        q("BEGIN"),
+        q("SELECT 1/0"),
+        q("PREPARE z AS SELECT 1"),
+        q("ROLLBACK"),
+        q("EXECUTE z"),
+        // PREPARE is not undone by ROLLBACK.
+        q("BEGIN"),
+        q("PREPARE kept AS SELECT 'kept'"),
+        q("ROLLBACK"),
+        q("EXECUTE kept"),
+        q("DEALLOCATE ALL"),
+        q("EXECUTE kept"),
+    ];
+    let (through_proxy, direct) = both_via(full_proxy().port, &steps);
+    assert_eq!(through_proxy, direct, "sleddog vs Postgres");
+    assert_eq!(through_proxy[1], ["T", "D", "C SELECT 1", "Z I"]);
+}
+
+/// Two clients of one server connection define the same name differently;
+/// each runs its own, and the connection keeps the statements (it is not
+/// reset between them).
+#[tokio::test(flavor = "multi_thread")]
+async fn full_mode_clients_sharing_a_connection_keep_their_own_names() {
+    let port = full_proxy().port;
+    let a = connect(port, "sd_trust", "unused").await;
+    let b = connect(port, "sd_trust", "unused").await;
+    let value = |rows: Vec<tokio_postgres::SimpleQueryMessage>| {
+        rows.into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .expect("a row")
+    };
+    // Only sleddog's names are on the server connection, and what one client
+    // prepared is still there for the next: nobody reset the connection.
+    const NAMES: &str = "SELECT string_agg(CASE WHEN name LIKE '\\_\\_sleddog\\_%' \
+                         THEN 'shared' ELSE name END, ',') FROM pg_prepared_statements";
+    a.simple_query("PREPARE twice(int) AS SELECT $1 * 2")
+        .await
+        .unwrap();
+    assert_eq!(value(b.simple_query(NAMES).await.unwrap()), "shared");
+    b.simple_query("PREPARE twice(int) AS SELECT $1 + 1000")
+        .await
+        .unwrap();
+    assert_eq!(value(a.simple_query(NAMES).await.unwrap()), "shared,shared");
+    for i in 0..20 {
+        let got = value(
+            a.simple_query(&format!("EXECUTE twice({i})"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, (i * 2).to_string());
+        let got = value(
+            b.simple_query(&format!("EXECUTE twice({i})"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(got, (i + 1000).to_string());
+    }
+    b.simple_query("DEALLOCATE twice").await.unwrap();
+    assert_eq!(value(a.simple_query(NAMES).await.unwrap()), "shared,shared");
+    let error = b.simple_query("EXECUTE twice(1)").await.unwrap_err();
+    assert_eq!(
+        common::proxy::sqlstate(&error).as_deref(),
+        Some("26000"),
+        "{error}"
+    );
+}

@@ -27,17 +27,29 @@ pub struct Statement {
     /// What follows the name in a Parse body: query, parameter count and types.
     /// The cache key.
     tail: Bytes,
-    /// A whole Parse message preparing it under `server_name`.
+    /// A whole message preparing it under `server_name`: a Parse, or for a
+    /// statement defined by SQL `PREPARE` a simple Query running `PREPARE`.
     pub parse: Bytes,
+    /// Defined by SQL `PREPARE` (`prepared_statements = "full"`): its
+    /// parameter types are SQL type names, so only SQL can prepare it again.
+    pub defined_by_sql: bool,
 }
 
 impl Statement {
-    /// The query text (without its NUL), for logs and session-effect scans.
+    /// The query text (without its NUL), for logs and session-effect scans;
+    /// for a statement defined by SQL, what followed the name in `PREPARE`.
     pub fn sql(&self) -> &[u8] {
+        if self.defined_by_sql {
+            return &self.tail[SQL_KEY_MARK.len()..];
+        }
         let end = self.tail.iter().position(|b| *b == 0).unwrap_or(0);
         &self.tail[..end]
     }
 }
+
+/// Starts the cache key of a statement defined by SQL. A Parse tail starts
+/// with query text, which is UTF-8 and so never holds this byte.
+const SQL_KEY_MARK: &[u8] = &[0xff];
 
 /// Builds the server-side name of statement `id`.
 pub fn server_name(id: StatementId) -> Box<str> {
@@ -90,8 +102,36 @@ impl StatementCache {
             parse: parse_message(&server_name, &tail),
             server_name,
             tail: tail.clone(),
+            defined_by_sql: false,
         });
         self.by_tail.insert(tail, statement.clone());
+        statement
+    }
+
+    /// The statement for SQL `PREPARE name <definition>`, where `definition`
+    /// is everything after the name (`[(types)] AS statement`), added when new.
+    pub fn intern_sql(&mut self, definition: &str) -> Rc<Statement> {
+        let key = [SQL_KEY_MARK, definition.as_bytes()].concat();
+        if let Some(statement) = self.by_tail.get(&key[..]) {
+            return statement.clone();
+        }
+        if self.by_tail.len() >= self.limit {
+            self.evict_unused();
+        }
+        let id = StatementId(self.next_id);
+        self.next_id += 1;
+        let server_name = server_name(id);
+        let mut parse = BytesMut::new();
+        crate::protocol::write::query(&mut parse, &format!("PREPARE {server_name} {definition}"));
+        let key = Bytes::from(key);
+        let statement = Rc::new(Statement {
+            id,
+            parse: parse.freeze(),
+            server_name,
+            tail: key.clone(),
+            defined_by_sql: true,
+        });
+        self.by_tail.insert(key, statement.clone());
         statement
     }
 

@@ -19,6 +19,9 @@ pub struct ClientStatements {
     /// `prepared_statements = "extended_anonymous"`: the unnamed statement is
     /// renamed and shared too.
     pub anonymous: bool,
+    /// `prepared_statements = "full"`: SQL `PREPARE` and `EXECUTE` are
+    /// renamed too.
+    pub sql: bool,
     pub(super) listen_statements: HashMap<Box<str>, ListenCommand>,
     pub(super) unnamed_listen: Option<ListenCommand>,
     pub(super) portal_listen: Option<ListenCommand>,
@@ -28,11 +31,12 @@ pub struct ClientStatements {
 
 impl ClientStatements {
     /// `listen_enabled`: LISTEN over the extended protocol goes to the core's
-    /// listener (see the field).
-    pub fn new(listen_enabled: bool, anonymous: bool) -> ClientStatements {
+    /// listener (see the field); `anonymous` and `sql` as the fields say.
+    pub fn new(listen_enabled: bool, anonymous: bool, sql: bool) -> ClientStatements {
         ClientStatements {
             listen_enabled,
             anonymous,
+            sql,
             ..ClientStatements::default()
         }
     }

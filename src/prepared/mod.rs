@@ -20,7 +20,7 @@ mod server;
 pub use cache::{Statement, StatementCache, StatementId};
 pub use client::ClientStatements;
 pub use plan::{ReplyPlan, Verdict};
-pub use rewrite::{needs_rewrite, rewrite_batch, Books};
+pub use rewrite::{handles_query, needs_rewrite, rewrite_batch, Books};
 pub use server::ServerStatements;
 
 /// Prefix of the server-side names sleddog gives statements. Names a client

@@ -59,6 +59,12 @@ pub(super) enum Action {
     /// An empty query stood in for a statement sleddog carried out itself: its
     /// EmptyQueryResponse becomes CommandComplete with this tag.
     EmptyAs(&'static str),
+    /// A Query string whose first statement is a `PREPARE` sleddog added
+    /// (SQL `EXECUTE` of a statement the connection lacks): that statement's
+    /// CommandComplete is hidden, and once it arrives the statement is on the
+    /// server whatever happens to the rest of the string (Postgres does not
+    /// undo `PREPARE` on rollback).
+    PreparedFirst,
 }
 
 /// Client bookkeeping done when the message was sent.
@@ -245,6 +251,13 @@ impl ReplyPlan {
             Action::EmptyAs(tag) if kind == BackendKind::EmptyQueryResponse => {
                 write::command_complete(out, tag);
             }
+            Action::PreparedFirst
+                if kind == BackendKind::CommandComplete
+                    && matches!(entry.server, ServerUndo::Prepared(_)) =>
+            {
+                // The added PREPARE ran: nothing to undo for it any more.
+                entry.server = ServerUndo::None;
+            }
             _ => out.extend_from_slice(msg),
         }
         if kind == BackendKind::CopyInResponse {
@@ -273,7 +286,10 @@ impl ReplyPlan {
             // A Query's statement failed, or a Sync's commit: the entry still
             // ends at ReadyForQuery.
             entry.failed = true;
-            out.extend_from_slice(msg);
+            match &entry.action {
+                Action::ReplaceError(error) => out.extend_from_slice(error),
+                _ => out.extend_from_slice(msg),
+            }
             return;
         }
         let entry = self.entries.pop_front().expect("caller checked");
@@ -355,10 +371,15 @@ fn ends(entry: &mut Entry, kind: BackendKind) -> bool {
     }
 }
 
-/// The reply ended: the bookkeeping done at send time stands.
-fn complete(entry: Entry, books: &mut Books<'_>, verdict: &mut Verdict) {
-    if let Some(command) = entry.listen {
+/// The reply ended: the bookkeeping done at send time stands, unless the
+/// Query it belonged to failed.
+fn complete(mut entry: Entry, books: &mut Books<'_>, verdict: &mut Verdict) {
+    if let Some(command) = entry.listen.take() {
         books.client.done_listens.push(command);
+    }
+    if entry.failed && !matches!(entry.client, ClientUndo::ClosedAll(_)) {
+        undo(entry, books);
+        return;
     }
     if let ClientUndo::ClosedAll(names) = entry.client {
         // DEALLOCATE ALL / DISCARD ALL: on success the server has none left;

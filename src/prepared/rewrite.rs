@@ -44,7 +44,7 @@ pub fn needs_rewrite(batch: &[u8], client: &ClientStatements) -> bool {
         };
         match FrontendKind::from_tag(header.tag) {
             Ok(FrontendKind::Query) => {
-                if drops_statements(body) {
+                if drops_statements(body) || (client.sql && names_sql_statement(body)) {
                     return true;
                 }
             }
@@ -242,7 +242,13 @@ fn renamed(
             return;
         }
     };
-    prepare_if_missing(&statement, books, out, plan);
+    // A statement defined by SQL can only be prepared again by a simple
+    // Query, which cannot go amid extended-protocol messages (it would end
+    // their implicit transaction): without it on this connection, the
+    // server refuses the message.
+    if !statement.defined_by_sql {
+        prepare_if_missing(&statement, books, out, plan);
+    }
     let tag = msg[0];
     let body = &msg[HEADER_LEN..];
     let kind = FrontendKind::from_tag(tag).expect("decoded by the caller");
@@ -316,6 +322,17 @@ fn query(
     plan: &mut ReplyPlan,
 ) {
     let ready = Expect::Ready { sync: false };
+    // In a failed transaction Postgres refuses these: let it.
+    if books.client.sql && status != TransactionStatus::Failed {
+        if let Some((name, definition)) = sql_prepare(sql) {
+            return sql_prepare_named(&name, definition, books, out, plan);
+        }
+        if let Some((name, span)) = sql_execute(sql) {
+            if let Some(statement) = books.client.get(&name).cloned() {
+                return sql_execute_named(sql, span, &statement, books, out, plan);
+            }
+        }
+    }
     match drop_target(sql.as_bytes()) {
         Some(Drop::All) => {
             let names = books.client.take_all();
@@ -347,6 +364,167 @@ fn query(
             plan.push(Entry::new(ready, Action::Forward));
         }
     }
+}
+
+/// `PREPARE name ...` in full mode: the client's name maps onto the core's
+/// statement for the definition, prepared under its server-side name.
+fn sql_prepare_named(
+    name: &str,
+    definition: &str,
+    books: &mut Books<'_>,
+    out: &mut BytesMut,
+    plan: &mut ReplyPlan,
+) {
+    let ready = Expect::Ready { sync: false };
+    if books.client.get(name).is_some() {
+        // The name is taken: the transaction must fail as on Postgres, so a
+        // statement that fails without side effects goes in its place and
+        // its error is replaced by the one Postgres gives.
+        write::query(out, DUPLICATE_PREPARE_SQL);
+        let mut error = BytesMut::new();
+        let message = format!("prepared statement \"{name}\" already exists");
+        write::error_response(&mut error, Severity::Error, "42P05", &message, None);
+        plan.push(Entry::new(ready, Action::ReplaceError(error.freeze())));
+        return;
+    }
+    let statement = books.cache.intern_sql(definition);
+    let undo = ClientUndo::Defined {
+        name: name.into(),
+        previous: books.client.insert(name, statement.clone()),
+    };
+    if books.server.touch(statement.id) {
+        // An empty query keeps the transaction's state the server's.
+        write::query(out, "");
+        plan.push(Entry::new(ready, Action::EmptyAs("PREPARE")).undo_client(undo));
+        return;
+    }
+    close_evicted(books.server.insert(statement.id), out, plan);
+    out.extend_from_slice(&statement.parse);
+    plan.push(
+        Entry::new(ready, Action::Forward)
+            .undo_client(undo)
+            .undo_server(ServerUndo::Prepared(statement)),
+    );
+}
+
+/// Fails with no side effects; its error is replaced (a duplicate `PREPARE`).
+const DUPLICATE_PREPARE_SQL: &str = "DO $$BEGIN RAISE EXCEPTION 'sleddog: prepared statement name already in use' USING ERRCODE = 'duplicate_prepared_statement'; END$$";
+
+/// `EXECUTE name ...` of a statement the client defined: the name in the
+/// text becomes the server's, the statement prepared first when missing.
+fn sql_execute_named(
+    sql: &str,
+    span: std::ops::Range<usize>,
+    statement: &Rc<Statement>,
+    books: &mut Books<'_>,
+    out: &mut BytesMut,
+    plan: &mut ReplyPlan,
+) {
+    let ready = Expect::Ready { sync: false };
+    let execute = format!(
+        "{}{}{}",
+        &sql[..span.start],
+        statement.server_name,
+        &sql[span.end..]
+    );
+    if books.server.touch(statement.id) {
+        write::query(out, &execute);
+        plan.push(Entry::new(ready, Action::Forward));
+        return;
+    }
+    close_evicted(books.server.insert(statement.id), out, plan);
+    let undo = ServerUndo::Prepared(statement.clone());
+    if statement.defined_by_sql {
+        // One string: if the PREPARE fails, the EXECUTE is not run, and the
+        // client sees one error, as for a missing statement.
+        let definition = std::str::from_utf8(statement.sql()).expect("defined from a &str");
+        let both = format!("PREPARE {} {definition};{execute}", statement.server_name);
+        write::query(out, &both);
+        plan.push(Entry::new(ready, Action::PreparedFirst).undo_server(undo));
+        return;
+    }
+    // A statement defined by Parse: its Parse, and a Sync so that a failure
+    // cannot make the server skip the Query.
+    out.extend_from_slice(&statement.parse);
+    plan.push(Entry::new(Expect::ParseComplete, Action::Hide).undo_server(undo));
+    write::sync(out);
+    plan.push(Entry::new(Expect::Ready { sync: true }, Action::Hide));
+    write::query(out, &execute);
+    plan.push(Entry::new(ready, Action::Forward));
+}
+
+/// Cheap first look: does the Query start with PREPARE or EXECUTE?
+fn names_sql_statement(body: &[u8]) -> bool {
+    let (word, _) = word(body);
+    word.eq_ignore_ascii_case(b"prepare") || word.eq_ignore_ascii_case(b"execute")
+}
+
+/// Is `sql` (a simple Query) a statement the rewriter carries out on the
+/// client's names, so that running it leaves nothing on the connection that
+/// sleddog does not know of? `sql_statements`: `prepared_statements = "full"`.
+pub fn handles_query(sql: &[u8], sql_statements: bool) -> bool {
+    if let Some(Drop::Name(_)) = drop_target(sql) {
+        return true;
+    }
+    sql_statements
+        && std::str::from_utf8(sql)
+            .ok()
+            .and_then(sql_prepare)
+            .is_some()
+}
+
+/// `PREPARE name [(types)] AS statement`, alone in the string: the name
+/// (folded as Postgres folds identifiers) and what follows it, trimmed.
+fn sql_prepare(sql: &str) -> Option<(String, &str)> {
+    let (first, rest) = word(sql.as_bytes());
+    if !first.eq_ignore_ascii_case(b"prepare") {
+        return None;
+    }
+    let (name, rest) = identifier(rest)?;
+    // `PREPARE TRANSACTION 'id'` is two-phase commit.
+    if name == "transaction" {
+        return None;
+    }
+    let definition = &sql[sql.len() - rest.len()..];
+    let definition = definition.trim_start();
+    let definition = definition.trim_end().trim_end_matches(';').trim_end();
+    let (next, _) = word(definition.as_bytes());
+    let well_formed = definition.starts_with('(') || next.eq_ignore_ascii_case(b"as");
+    (well_formed && single_statement(sql)).then_some((name, definition))
+}
+
+/// `EXECUTE name [(arguments)]`, alone in the string: the name and where it
+/// is in `sql`.
+fn sql_execute(sql: &str) -> Option<(String, std::ops::Range<usize>)> {
+    let (first, rest) = word(sql.as_bytes());
+    if !first.eq_ignore_ascii_case(b"execute") {
+        return None;
+    }
+    let rest = trim_start(rest);
+    let start = sql.len() - rest.len();
+    let (name, after) = identifier(rest)?;
+    let end = sql.len() - after.len();
+    single_statement(sql).then_some((name, start..end))
+}
+
+fn single_statement(sql: &str) -> bool {
+    crate::session::sql_scan::scan_statements(sql.as_bytes()).statements == 1
+}
+
+/// An identifier after white space: quoted (kept as written) or unquoted
+/// (folded to lower case); and what follows it.
+fn identifier(sql: &[u8]) -> Option<(String, &[u8])> {
+    let sql = trim_start(sql);
+    if sql.starts_with(b"\"") {
+        return quoted_identifier(sql);
+    }
+    let (name, rest) = word(sql);
+    let first = *name.first()?;
+    if !(first.is_ascii_alphabetic() || first == b'_' || first >= 0x80) {
+        return None;
+    }
+    let name = String::from_utf8(name.to_ascii_lowercase()).ok()?;
+    Some((name, rest))
 }
 
 /// Is this message part of a LISTEN over the extended protocol: its Parse,

@@ -63,6 +63,8 @@ pub struct RelaySettings {
     pub rename_statements: bool,
     /// `extended_anonymous`: the unnamed statement is renamed too.
     pub rename_unnamed: bool,
+    /// `full`: SQL `PREPARE`/`EXECUTE` are renamed too.
+    pub rename_sql: bool,
     /// `prepared_statements_limit` per server connection.
     pub statements_limit: usize,
     /// What happens to a server connection a client leaves in use.
@@ -86,6 +88,7 @@ impl RelaySettings {
             rename_statements: !session_mode
                 && snapshot.prepared_statements != PreparedStatements::Disabled,
             rename_unnamed: snapshot.prepared_statements == PreparedStatements::ExtendedAnonymous,
+            rename_sql: snapshot.prepared_statements == PreparedStatements::Full,
             statements_limit: crate::core::statements_limit(snapshot),
             connection_recovery: snapshot.connection_recovery,
             keep_client_on_pool_error: snapshot.client_connection_recovery
@@ -203,6 +206,7 @@ impl<'a> Relay<'a> {
     ) -> Relay<'a> {
         let listen_here = !settings.session_mode && core.pubsub.is_enabled();
         let rename_unnamed = settings.rename_statements && settings.rename_unnamed;
+        let rename_sql = settings.rename_statements && settings.rename_sql;
         Relay {
             core,
             handle,
@@ -218,7 +222,7 @@ impl<'a> Relay<'a> {
             epoch: core.epoch(),
             request_ends: VecDeque::new(),
             dirty: false,
-            statements: ClientStatements::new(listen_here, rename_unnamed),
+            statements: ClientStatements::new(listen_here, rename_unnamed, rename_sql),
             plan: ReplyPlan::default(),
             to_server: BytesMut::new(),
             sending: false,
@@ -666,6 +670,7 @@ impl<'a> Relay<'a> {
                 bytes,
                 &mut self.request_ends,
                 rename,
+                self.statements.sql,
                 &mut self.custom_names,
             );
             self.dirty |= left.other || left.advisory;

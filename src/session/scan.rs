@@ -252,10 +252,13 @@ impl Leftovers {
 /// Records how each forwarded request ends (see `Relay::request_ends`) and
 /// says what the messages leave behind; names of custom settings they touch
 /// go to `custom_names`. The bytes were validated by `scan_client`.
+/// `renamed`: the batch goes through the prepared-statement rewriter;
+/// `sql_statements`: which also renames SQL `PREPARE` (`full`).
 pub(super) fn note_requests(
     buf: &[u8],
     ends: &mut VecDeque<bool>,
     renamed: bool,
+    sql_statements: bool,
     custom_names: &mut Vec<String>,
 ) -> Leftovers {
     let mut left = Leftovers::default();
@@ -270,7 +273,13 @@ pub(super) fn note_requests(
             Ok(FrontendKind::Query) => {
                 ends.push_back(false);
                 let sql = body.strip_suffix(&[0]).unwrap_or(body);
-                left.add(leftovers(sql, custom_names));
+                let mut found = leftovers(sql, custom_names);
+                // A PREPARE or DEALLOCATE the rewriter carries out on the
+                // client's names leaves only statements sleddog keeps books on.
+                if found.other && renamed && crate::prepared::handles_query(sql, sql_statements) {
+                    found.other = false;
+                }
+                left.add(found);
             }
             Ok(FrontendKind::FunctionCall) => ends.push_back(false),
             Ok(FrontendKind::Sync) => ends.push_back(true),
@@ -463,13 +472,13 @@ mod tests {
         msg(&mut buf, b'S', b"");
         msg(&mut buf, b'Q', b"select 1\0");
         let mut ends = VecDeque::new();
-        assert!(note_requests(&buf, &mut ends, false, &mut Vec::new()).other);
-        assert!(!note_requests(&buf, &mut VecDeque::new(), true, &mut Vec::new()).other);
+        assert!(note_requests(&buf, &mut ends, false, false, &mut Vec::new()).other);
+        assert!(!note_requests(&buf, &mut VecDeque::new(), true, false, &mut Vec::new()).other);
         assert_eq!(ends, [true, false]);
         let mut buf = BytesMut::new();
         msg(&mut buf, b'P', b"\0select 1\0\0\0");
         msg(&mut buf, b'S', b"");
-        assert!(!note_requests(&buf, &mut ends, false, &mut Vec::new()).other);
+        assert!(!note_requests(&buf, &mut ends, false, false, &mut Vec::new()).other);
     }
 
     #[test]

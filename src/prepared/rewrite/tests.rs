@@ -411,7 +411,7 @@ fn answers_wait_behind_replies_to_untracked_requests() {
 #[test]
 fn listen_over_the_extended_protocol_becomes_an_empty_statement() {
     let mut rig = Rig::new();
-    rig.client = ClientStatements::new(true, false);
+    rig.client = ClientStatements::new(true, false, false);
     let batch = [parse("", "LISTEN chan"), bind(""), execute(), sync()];
     assert!(needs_rewrite(&batch.concat(), &rig.client));
     let (sent, _) = rig.send(&batch);
@@ -428,6 +428,167 @@ fn listen_over_the_extended_protocol_becomes_an_empty_statement() {
     // Without pub/sub the statement goes through untouched.
     assert!(!needs_rewrite(
         &batch.concat(),
+        &ClientStatements::default()
+    ));
+}
+
+/// A rig whose client runs under `prepared_statements = "full"`.
+fn full_rig() -> Rig {
+    let mut rig = Rig::new();
+    rig.client = ClientStatements::new(false, false, true);
+    rig
+}
+
+fn empty_query() -> Vec<u8> {
+    msg(b'I', b"")
+}
+
+#[test]
+fn sql_prepare_and_execute_use_the_shared_name() {
+    let mut rig = full_rig();
+    let (sent, _) = rig.send(&[query("PREPARE Q1 (int) AS SELECT $1;")]);
+    let name = rig
+        .client
+        .get("q1")
+        .expect("folded name")
+        .server_name
+        .clone();
+    assert_eq!(sent, [(b'Q', format!("PREPARE {name} (int) AS SELECT $1"))]);
+    assert_eq!(rig.reply(&[command("PREPARE"), ready()]), b"CZ");
+    assert_eq!(rig.server.len(), 1);
+
+    let (sent, _) = rig.send(&[query("execute q1 (42)")]);
+    assert_eq!(sent, [(b'Q', format!("execute {name} (42)"))]);
+    assert!(rig.plan.len() == 1);
+
+    // Another client of the core, same definition: the server has it, so an
+    // empty query stands in and its reply reads PREPARE.
+    let mut rig2_client = ClientStatements::new(false, false, true);
+    std::mem::swap(&mut rig.client, &mut rig2_client);
+    rig.plan = ReplyPlan::default();
+    let (sent, _) = rig.send(&[query("PREPARE \"Other\" (int) AS SELECT $1")]);
+    assert_eq!(sent, [(b'Q', String::new())]);
+    assert_eq!(rig.reply(&[empty_query(), ready()]), b"CZ");
+    assert!(Rc::ptr_eq(
+        rig.client.get("Other").unwrap(),
+        rig2_client.get("q1").unwrap()
+    ));
+}
+
+#[test]
+fn sql_execute_on_a_fresh_connection_prepares_in_the_same_string() {
+    let mut rig = full_rig();
+    rig.send(&[query("PREPARE p AS SELECT 1")]);
+    rig.reply(&[command("PREPARE"), ready()]);
+    let name = rig.client.get("p").unwrap().server_name.clone();
+    rig.server = ServerStatements::new(100);
+
+    let (sent, _) = rig.send(&[query("EXECUTE p")]);
+    assert_eq!(
+        sent,
+        [(b'Q', format!("PREPARE {name} AS SELECT 1;EXECUTE {name}"))]
+    );
+    // The added PREPARE's CommandComplete is hidden; the EXECUTE fails, but
+    // the statement stays prepared (Postgres keeps it).
+    let seen = rig.reply(&[command("PREPARE"), error("22012"), ready()]);
+    assert_eq!(seen, b"EZ");
+    assert_eq!(rig.server.len(), 1);
+
+    // When the added PREPARE itself fails, the connection does not have it.
+    rig.server = ServerStatements::new(100);
+    rig.send(&[query("EXECUTE p")]);
+    assert_eq!(rig.reply(&[error("42P01"), ready()]), b"EZ");
+    assert_eq!(rig.server.len(), 0);
+    assert!(rig.client.get("p").is_some(), "the client's name stays");
+}
+
+#[test]
+fn sql_execute_of_a_parsed_statement_sends_parse_and_sync_first() {
+    let mut rig = full_rig();
+    rig.send(&[parse("s", "select 1"), sync()]);
+    rig.reply(&[ok(b'1'), ready()]);
+    rig.server = ServerStatements::new(100);
+    let (sent, _) = rig.send(&[query("EXECUTE s")]);
+    let tags: Vec<u8> = sent.iter().map(|(tag, _)| *tag).collect();
+    assert_eq!(tags, b"PSQ");
+    let seen = rig.reply(&[
+        ok(b'1'),
+        ready(),
+        msg(b'D', b"\0\x01\0\0\0\x011"),
+        command("SELECT 1"),
+        ready(),
+    ]);
+    assert_eq!(seen, b"DCZ");
+}
+
+#[test]
+fn duplicate_sql_prepare_fails_with_the_clients_name() {
+    let mut rig = full_rig();
+    rig.send(&[query("PREPARE d AS SELECT 1")]);
+    rig.reply(&[command("PREPARE"), ready()]);
+    let first = rig.client.get("d").unwrap().id;
+    let (sent, _) = rig.send(&[query("PREPARE d AS SELECT 2")]);
+    assert!(sent[0].1.starts_with("DO "), "{sent:?}");
+    let mut out = BytesMut::new();
+    let mut books = Books {
+        client: &mut rig.client,
+        server: &mut rig.server,
+        cache: &mut rig.cache,
+    };
+    let reply = error("P0001");
+    let kind = BackendKind::from_tag(reply[0]).unwrap();
+    rig.plan.on_message(kind, &reply, &mut books, &mut out);
+    let Ok(BackendMessage::ErrorResponse(fields)) = BackendMessage::decode(&out) else {
+        panic!("not an error: {out:?}");
+    };
+    assert_eq!(fields.code(), Some("42P05"));
+    assert_eq!(
+        fields.message(),
+        Some("prepared statement \"d\" already exists")
+    );
+    assert_eq!(rig.reply(&[ready()]), b"Z");
+    assert_eq!(rig.client.get("d").unwrap().id, first);
+}
+
+#[test]
+fn failed_sql_prepare_leaves_no_trace() {
+    let mut rig = full_rig();
+    rig.send(&[query("PREPARE bad AS SELEC 1")]);
+    assert_eq!(rig.reply(&[error("42601"), ready()]), b"EZ");
+    assert!(rig.client.get("bad").is_none());
+    assert_eq!(rig.server.len(), 0);
+    assert_eq!(rig.cache.len(), 0);
+}
+
+#[test]
+fn sql_statement_forms() {
+    assert_eq!(
+        sql_prepare("prepare x(int, text) as select $1, $2 ;  "),
+        Some(("x".into(), "(int, text) as select $1, $2"))
+    );
+    assert_eq!(
+        sql_prepare("PREPARE \"A b\" AS SELECT ';'"),
+        Some(("A b".into(), "AS SELECT ';'"))
+    );
+    assert_eq!(sql_prepare("PREPARE TRANSACTION 'gid'"), None);
+    assert_eq!(sql_prepare("PREPARE x AS SELECT 1; SELECT 2"), None);
+    assert_eq!(sql_prepare("PREPARE x SELECT 1"), None);
+    assert_eq!(
+        sql_execute("EXECUTE Foo (1, 'a;b')"),
+        Some(("foo".into(), 8..11))
+    );
+    assert_eq!(sql_execute("EXECUTE x; EXECUTE y"), None);
+    assert!(handles_query(b"DEALLOCATE x", false));
+    assert!(!handles_query(b"PREPARE x AS SELECT 1", false));
+    assert!(handles_query(b"PREPARE x AS SELECT 1", true));
+    assert!(!handles_query(
+        b"PREPARE x AS SELECT 1; PREPARE y AS SELECT 2",
+        true
+    ));
+    let client = ClientStatements::new(false, false, true);
+    assert!(needs_rewrite(&query("execute x"), &client));
+    assert!(!needs_rewrite(
+        &query("execute x"),
         &ClientStatements::default()
     ));
 }
