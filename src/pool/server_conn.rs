@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
-use crate::auth::{self, AuthError, ScramClient};
+use crate::auth::{self, AuthError};
+
+use super::login::{self, LoginSteps, OwnQueryReply};
 use crate::prepared::ServerStatements;
-use crate::protocol::backend::{Authentication, BackendKind, BackendMessage, TransactionStatus};
-use crate::protocol::startup::{self, ProtocolVersion};
+use crate::protocol::startup;
 use crate::protocol::{frame, write, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
 use crate::rt::{self, AsyncReadExt, AsyncWriteExt, TcpStream};
 use crate::session::params::Params;
@@ -199,18 +200,22 @@ impl ServerConn {
             session: Params::default(),
         };
         let mut out = BytesMut::with_capacity(256);
-        startup::encode_startup(
-            ProtocolVersion { major: 3, minor: 0 },
-            &[
-                ("user", login.user.as_str()),
-                ("database", login.database.as_str()),
-                ("application_name", "sleddog"),
-            ],
-            &mut out,
-        );
-        conn.stream.write_all(&out).await?;
-        conn.authenticate(login, scram).await?;
-        conn.finish_login().await?;
+        let mut steps = LoginSteps::start(login, "sleddog", &mut out);
+        let done = loop {
+            if !out.is_empty() {
+                conn.send(&mut out).await?;
+            }
+            let message = conn.read_message().await?;
+            let salted = |password: &str, salt: &[u8], iterations: u32| {
+                scram.salted_password(password, salt, iterations)
+            };
+            if let Some(done) = steps.on_message(&message, salted, &mut out)? {
+                break done;
+            }
+        };
+        conn.params = done.params;
+        conn.cancel_key.process_id = done.process_id;
+        conn.cancel_key.secret_key = done.secret_key;
         Ok(conn)
     }
 
@@ -232,88 +237,8 @@ impl ServerConn {
         Ok(())
     }
 
-    async fn authenticate(
-        &mut self,
-        login: &ServerLogin,
-        scram: &ScramCache,
-    ) -> Result<(), ServerError> {
-        let mut out = BytesMut::new();
-        let mut scram_client: Option<ScramClient> = None;
-        loop {
-            let message = self.read_message().await?;
-            match BackendMessage::decode(&message)? {
-                BackendMessage::Authentication(Authentication::Ok) => return Ok(()),
-                BackendMessage::Authentication(Authentication::CleartextPassword) => {
-                    let password = login.password.as_deref().ok_or(ServerError::NoPassword)?;
-                    write::password_message(&mut out, password);
-                }
-                BackendMessage::Authentication(Authentication::Md5Password { salt }) => {
-                    let password = login.password.as_deref().ok_or(ServerError::NoPassword)?;
-                    let hashed = auth::md5_hash(&login.user, password, salt);
-                    write::password_message(&mut out, &hashed);
-                }
-                BackendMessage::Authentication(Authentication::Sasl { mechanisms }) => {
-                    if !mechanisms.contains(&"SCRAM-SHA-256") {
-                        return Err(ServerError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
-                    }
-                    let password = login.password.as_deref().ok_or(ServerError::NoPassword)?;
-                    let client = ScramClient::new(password, auth::random_bytes());
-                    write::sasl_initial_response(&mut out, "SCRAM-SHA-256", &client.client_first());
-                    scram_client = Some(client);
-                }
-                BackendMessage::Authentication(Authentication::SaslContinue(data)) => {
-                    let client = scram_client
-                        .as_mut()
-                        .ok_or(ServerError::UnsupportedAuth("SASL continue before start"))?;
-                    let password = login.password.as_deref().ok_or(ServerError::NoPassword)?;
-                    let reply = client.server_first(data, |salt, iterations| {
-                        scram.salted_password(password, salt, iterations)
-                    })?;
-                    write::sasl_response(&mut out, &reply);
-                }
-                BackendMessage::Authentication(Authentication::SaslFinal(data)) => {
-                    let client = scram_client
-                        .as_ref()
-                        .ok_or(ServerError::UnsupportedAuth("SASL final before start"))?;
-                    client.server_final(data)?;
-                }
-                BackendMessage::Authentication(Authentication::Other(_)) => {
-                    return Err(ServerError::UnsupportedAuth("GSS/SSPI/Kerberos"));
-                }
-                BackendMessage::ErrorResponse(fields) => return Err(rejected(&fields)),
-                _ => {}
-            }
-            if !out.is_empty() {
-                self.send(&mut out).await?;
-            }
-        }
-    }
-
-    /// After AuthenticationOk: ParameterStatus and BackendKeyData until ReadyForQuery.
-    async fn finish_login(&mut self) -> Result<(), ServerError> {
-        loop {
-            let message = self.read_message().await?;
-            match BackendMessage::decode(&message)? {
-                BackendMessage::ParameterStatus { name, value } => self.set_param(name, value),
-                BackendMessage::BackendKeyData {
-                    process_id,
-                    secret_key,
-                } => {
-                    self.cancel_key.process_id = process_id;
-                    self.cancel_key.secret_key = Bytes::copy_from_slice(secret_key);
-                }
-                BackendMessage::ReadyForQuery(_) => return Ok(()),
-                BackendMessage::ErrorResponse(fields) => return Err(rejected(&fields)),
-                _ => {}
-            }
-        }
-    }
-
     pub fn set_param(&mut self, name: &str, value: &str) {
-        match self.params.iter_mut().find(|(n, _)| n == name) {
-            Some(entry) => entry.1 = value.to_owned(),
-            None => self.params.push((name.to_owned(), value.to_owned())),
-        }
+        login::set_param(&mut self.params, name, value);
     }
 
     /// Runs one statement of the pool's own (reset, rollback) and reads through
@@ -328,30 +253,11 @@ impl ServerConn {
         let mut out = BytesMut::new();
         write::query(&mut out, sql);
         self.send(&mut out).await?;
-        let mut failure = None;
-        let mut rows = Vec::new();
+        let mut reply = OwnQueryReply::default();
         loop {
             let message = self.read_message().await?;
-            match BackendMessage::decode(&message)? {
-                BackendMessage::ErrorResponse(fields) => failure = Some(rejected(&fields)),
-                BackendMessage::ParameterStatus { name, value } => self.set_param(name, value),
-                BackendMessage::Other(BackendKind::DataRow) => {
-                    rows.push(message.slice(frame::HEADER_LEN..));
-                }
-                BackendMessage::ReadyForQuery(status) => {
-                    if let Some(error) = failure {
-                        return Err(error);
-                    }
-                    if status != TransactionStatus::Idle {
-                        return Err(ServerError::Rejected {
-                            sqlstate: "25000".into(),
-                            message: "still in a transaction after a statement of the pool's own"
-                                .into(),
-                        });
-                    }
-                    return Ok(rows);
-                }
-                _ => {}
+            if let Some(rows) = reply.on_message(&message, &mut self.params)? {
+                return Ok(rows);
             }
         }
     }
@@ -359,13 +265,6 @@ impl ServerConn {
     /// No bytes waiting and the peer has not closed: safe to hand out.
     pub fn looks_clean(&self) -> bool {
         self.buf.is_empty() && !rt::has_pending_input_or_eof(&self.stream)
-    }
-}
-
-fn rejected(fields: &crate::protocol::backend::ErrorFields<'_>) -> ServerError {
-    ServerError::Rejected {
-        sqlstate: fields.code().unwrap_or("XX000").to_owned(),
-        message: fields.message().unwrap_or("unknown error").to_owned(),
     }
 }
 
