@@ -10,6 +10,15 @@ pub struct CoreId(pub u16);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub u16);
 
+/// A server as configured: where it is and which database on it. Health and
+/// failover are told per server; every pool of a core on it shares its fate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId {
+    pub host: String,
+    pub port: u16,
+    pub database_name: String,
+}
+
 /// Version of a published snapshot; grows by one per reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Epoch(pub u64);

@@ -16,17 +16,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::config::Role;
+use crate::control::resolve::Resolved;
+use crate::control::snapshot::Snapshot;
 use crate::pool::server_conn::ServerLogin;
 
 use super::probe::Probe;
 
-/// A server as configured: where it is and which database on it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServerId {
-    pub host: String,
-    pub port: u16,
-    pub database_name: String,
-}
+pub use crate::ids::ServerId;
 
 /// What one probe of a server found.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,6 +91,9 @@ pub struct ServerHealth {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Health {
     pub servers: HashMap<ServerId, ServerHealth>,
+    /// Where writes go for each (database, shard) whose servers have
+    /// `role = "auto"`: the elected primary. Absent: none is primary now.
+    pub primaries: HashMap<(String, u16), ServerId>,
 }
 
 impl Health {
@@ -205,8 +205,91 @@ impl Monitor {
                 (server.clone(), health)
             })
             .collect();
-        Health { servers }
+        Health {
+            servers,
+            primaries: HashMap::new(),
+        }
     }
+
+    /// The health snapshot with a primary elected for every (database,
+    /// shard) of `auto` servers in `clusters`; `previous` keeps the current
+    /// primary on a tie.
+    pub fn elect(&self, clusters: &[AutoCluster], previous: &Health) -> Health {
+        let mut health = self.health();
+        let lsns = self.lsns();
+        for cluster in clusters {
+            let key = (cluster.database.clone(), cluster.shard);
+            let current = previous.primaries.get(&key);
+            if let Some(primary) = health.elect_primary(&cluster.servers, current, &lsns) {
+                health.primaries.insert(key, primary);
+            }
+        }
+        health
+    }
+}
+
+/// The `auto` servers of one shard of one database: who may be primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoCluster {
+    pub database: String,
+    pub shard: u16,
+    pub servers: Vec<ServerId>,
+}
+
+/// What to probe for a snapshot, and which (database, shard) groups elect
+/// their primary. Empty when no database has more than one server: with one
+/// server per database there is nothing to balance or fail over to.
+pub fn plan(snapshot: &Snapshot) -> (Vec<ProbeTarget>, Vec<AutoCluster>) {
+    let mut targets: Vec<ProbeTarget> = Vec::new();
+    let mut autos: Vec<AutoCluster> = Vec::new();
+    let mut specs: Vec<_> = snapshot.pools.values().collect();
+    // Deterministic: the first user of a database (by name) logs the probe in.
+    specs.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
+    for spec in specs {
+        if spec.servers.len() < 2 {
+            continue;
+        }
+        for server in &spec.servers {
+            let id = ServerId {
+                host: server.host.clone(),
+                port: server.port,
+                database_name: server.database_name.clone(),
+            };
+            if server.role == Role::Auto {
+                let group = autos
+                    .iter_mut()
+                    .find(|g| g.database == spec.database && g.shard == server.shard);
+                match group {
+                    Some(group) if !group.servers.contains(&id) => group.servers.push(id.clone()),
+                    Some(_) => {}
+                    None => autos.push(AutoCluster {
+                        database: spec.database.clone(),
+                        shard: server.shard,
+                        servers: vec![id.clone()],
+                    }),
+                }
+            }
+            if targets.iter().any(|t| t.server == id) {
+                continue;
+            }
+            let Resolved::Addrs(addrs) = snapshot.addrs.get(&server.host, server.port) else {
+                continue; // unresolved: logged by DNS; its pools fail at checkout
+            };
+            let Some(addr) = addrs.first().copied() else {
+                continue;
+            };
+            targets.push(ProbeTarget {
+                server: id,
+                addr,
+                login: ServerLogin {
+                    user: server.user.clone(),
+                    password: server.password.clone(),
+                    database: server.database_name.clone(),
+                },
+            });
+        }
+    }
+    (targets, autos)
 }
 
 /// What a monitor thread needs to probe one server.

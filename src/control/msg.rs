@@ -6,6 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::control::health::Health;
 use crate::control::snapshot::Snapshot;
 use crate::ids::{ClientPid, CoreId};
 
@@ -15,6 +16,9 @@ pub enum ToCore {
     /// A new configuration: new sessions use it at once, pools whose servers
     /// changed drain.
     Config(Arc<Snapshot>),
+    /// What the health monitor sees now: servers up or down, elected
+    /// primaries, replica lag.
+    Health(Arc<Health>),
     /// A client asked to cancel the query of the session `pid` owns on this core.
     Cancel { pid: ClientPid, secret: Vec<u8> },
     /// Time for pool maintenance (idle expiry, min_pool_size); sent every second

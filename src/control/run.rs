@@ -2,6 +2,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::config;
+use crate::control::health::{self, AutoCluster, Health, Monitor, Observation, ServerId};
 use crate::control::msg::{CoreLink, FromCore, ToCore};
 use crate::control::resolve::Refresher;
 use crate::control::snapshot::Snapshot;
@@ -96,6 +98,9 @@ pub fn run(options: Options) -> i32 {
     let mut shutdown_deadline: Option<Instant> = None;
     let mut next_tick = Instant::now() + TICK;
     let mut dns = Refresher::new(snapshot.timeouts.dns_refresh, Instant::now());
+    let (health_tx, health_rx) = unbounded();
+    let mut monitors = Monitors::start(&snapshot, &health_tx);
+    let mut published = Health::default();
     loop {
         let now = Instant::now();
         if now >= next_tick {
@@ -115,6 +120,7 @@ pub fn run(options: Options) -> i32 {
                         snapshot = Arc::new(next);
                         broadcast(&cores, || ToCore::Config(snapshot.clone()));
                         dns.set_period(snapshot.timeouts.dns_refresh, Instant::now());
+                        monitors = monitors.restart(&snapshot, &health_tx);
                         tracing::info!(epoch = epoch.0, "configuration reloaded");
                     } else {
                         tracing::error!("reload failed; keeping the running configuration");
@@ -139,7 +145,17 @@ pub fn run(options: Options) -> i32 {
                     epoch = Epoch(epoch.0 + 1);
                     snapshot = Arc::new(snapshot.with_addrs(addrs, epoch));
                     broadcast(&cores, || ToCore::Config(snapshot.clone()));
+                    monitors = monitors.restart(&snapshot, &health_tx);
                     tracing::info!(epoch = epoch.0, "server addresses changed in DNS");
+                }
+            },
+            recv(health_rx) -> seen => {
+                if let Ok((server, observation)) = seen {
+                    if let Some(health) = monitors.observe(server, observation, &published) {
+                        published = health;
+                        let shared = Arc::new(published.clone());
+                        broadcast(&cores, || ToCore::Health(shared.clone()));
+                    }
                 }
             },
             recv(from_core_rx) -> message => match message {
@@ -223,4 +239,58 @@ fn signal_channel() -> std::io::Result<Receiver<i32>> {
             }
         })?;
     Ok(rx)
+}
+
+/// The health monitor threads of the running configuration and what they saw.
+struct Monitors {
+    stop: Arc<AtomicBool>,
+    monitor: Monitor,
+    autos: Vec<AutoCluster>,
+}
+
+impl Monitors {
+    fn start(snapshot: &Snapshot, tx: &Sender<(ServerId, Observation)>) -> Monitors {
+        let (targets, autos) = health::plan(snapshot);
+        let stop = Arc::new(AtomicBool::new(false));
+        if !targets.is_empty() {
+            tracing::info!(servers = targets.len(), "health monitors started");
+            health::spawn_monitors(
+                targets,
+                snapshot.timeouts.lsn_check_interval,
+                snapshot.timeouts.lsn_check_timeout,
+                tx.clone(),
+                stop.clone(),
+            );
+        }
+        Monitors {
+            stop,
+            monitor: Monitor::default(),
+            autos,
+        }
+    }
+
+    /// Stops the threads and starts those of `snapshot`, keeping what was
+    /// seen of servers still configured (a late report of a removed one is
+    /// dropped by `observe`).
+    fn restart(self, snapshot: &Snapshot, tx: &Sender<(ServerId, Observation)>) -> Monitors {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut next = Monitors::start(snapshot, tx);
+        let (targets, _) = health::plan(snapshot);
+        let mut monitor = self.monitor;
+        monitor.retain(|server| targets.iter().any(|t| &t.server == server));
+        next.monitor = monitor;
+        next
+    }
+
+    /// Records an observation; the new health to publish when it changed.
+    fn observe(
+        &mut self,
+        server: ServerId,
+        observation: Observation,
+        published: &Health,
+    ) -> Option<Health> {
+        self.monitor.observe(server, observation);
+        let health = self.monitor.elect(&self.autos, published);
+        (health != *published).then_some(health)
+    }
 }

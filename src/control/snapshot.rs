@@ -17,6 +17,10 @@ use crate::config::{
 use crate::control::resolve::{self, HostPort, ServerAddrs};
 use crate::ids::Epoch;
 
+/// Until `lsn_check_interval` / `lsn_check_timeout` are read from config.
+const LSN_CHECK_INTERVAL_MS: u64 = 1_000;
+const LSN_CHECK_TIMEOUT_MS: u64 = 5_000;
+
 /// How a user proves who they are, prepared for the configured `auth_type`.
 #[derive(Debug, Clone)]
 pub struct Login {
@@ -43,6 +47,10 @@ pub struct Timeouts {
     /// How often control re-resolves server host names (`dns_ttl`, else
     /// `DEFAULT_DNS_REFRESH_MS`); at most once per control tick (1 s).
     pub dns_refresh: Duration,
+    /// How often the health monitor probes each server, and how long a probe
+    /// may take (`lsn_check_interval`, `lsn_check_timeout`).
+    pub lsn_check_interval: Duration,
+    pub lsn_check_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +107,8 @@ impl Snapshot {
             client_idle_in_transaction: general.client_idle_in_transaction_timeout_ms.map(ms),
             shutdown: ms(general.shutdown_timeout_ms),
             dns_refresh: ms(general.dns_ttl_ms.unwrap_or(DEFAULT_DNS_REFRESH_MS)),
+            lsn_check_interval: ms(LSN_CHECK_INTERVAL_MS),
+            lsn_check_timeout: ms(LSN_CHECK_TIMEOUT_MS),
         };
         let logins = config
             .users

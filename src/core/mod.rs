@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::control::health::Health;
 use crate::control::msg::{FromCore, ToCore};
 use crate::control::snapshot::Snapshot;
 use crate::ids::{ClientPid, CoreId, Epoch};
@@ -58,6 +59,8 @@ pub struct Core {
     pub plain_auth: PlainAuthCache,
     /// LISTEN on behalf of this core's sessions (transaction mode).
     pub pubsub: PubSub,
+    /// The control thread's latest health snapshot.
+    health: RefCell<Arc<Health>>,
 }
 
 /// One admitted client connection; dropping it frees the place.
@@ -158,6 +161,7 @@ impl Core {
 
     fn apply(&self, snapshot: Arc<Snapshot>) {
         self.pools.borrow_mut().apply(&snapshot);
+        self.pools.borrow().apply_health(&self.health.borrow());
         self.pubsub.apply(
             snapshot.pub_sub_channel_size,
             snapshot.timeouts.connect,
@@ -209,6 +213,7 @@ pub async fn run(context: CoreContext) {
         refusing: Cell::new(false),
         plain_auth: PlainAuthCache::default(),
         pubsub,
+        health: RefCell::new(Arc::new(Health::default())),
     });
     let listener = match rt::listen(addr) {
         Ok(listener) => listener,
@@ -247,6 +252,10 @@ async fn drain_inbox(
         for message in inbox.try_iter() {
             match message {
                 ToCore::Config(snapshot) => core.apply(snapshot),
+                ToCore::Health(health) => {
+                    core.pools.borrow().apply_health(&health);
+                    *core.health.borrow_mut() = health;
+                }
                 ToCore::Cancel { pid, secret } => core.cancel_local(pid, &secret),
                 ToCore::Tick => tick.fire(),
                 ToCore::Shutdown { deadline } => {

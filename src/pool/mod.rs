@@ -11,6 +11,7 @@ pub mod permits;
 pub mod server_conn;
 pub mod server_pool;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
@@ -19,10 +20,13 @@ pub use server_conn::{ScramCache, ServerConn, ServerError, ServerLogin};
 pub use server_pool::{CheckoutError, CheckoutLimits, IdleLimits, PooledConn, ServerPool};
 
 use crate::config::{PoolerMode, Role};
+use crate::control::health::Health;
 use crate::control::snapshot::Snapshot;
+use crate::ids::ServerId;
 
 /// One server of a cluster and its pool on this core.
 pub struct ClusterServer {
+    pub id: ServerId,
     pub role: Role,
     pub shard: u16,
     pub pool: Rc<ServerPool>,
@@ -34,8 +38,9 @@ pub struct Cluster {
     pub user: String,
     pub mode: PoolerMode,
     pub servers: Vec<ClusterServer>,
-    /// Index into `servers` of where writes go, chosen once at build.
-    primary: usize,
+    /// Index into `servers` of where writes go: chosen at build, moved by
+    /// the control thread's health snapshots where roles are `auto`.
+    primary: Cell<usize>,
 }
 
 impl Cluster {
@@ -50,7 +55,27 @@ impl Cluster {
     /// The server writes go to.
     #[inline]
     pub fn primary(&self) -> &Rc<ServerPool> {
-        &self.servers[self.primary].pool
+        &self.servers[self.primary.get()].pool
+    }
+
+    /// Follows the elected primary of the first shard when its servers have
+    /// `role = "auto"`. With none elected, writes keep going where they went
+    /// (a standby refuses them with its own error).
+    fn apply_health(&self, health: &Health) {
+        let first_shard = self.servers.iter().map(|s| s.shard).min().unwrap_or(0);
+        let Some(elected) = health.primaries.get(&(self.database.clone(), first_shard)) else {
+            return;
+        };
+        let found = self
+            .servers
+            .iter()
+            .position(|s| s.shard == first_shard && s.role == Role::Auto && &s.id == elected);
+        if let Some(index) = found {
+            if index != self.primary.get() {
+                tracing::info!(database = %self.database, host = %elected.host, port = elected.port, "primary moved");
+                self.primary.set(index);
+            }
+        }
     }
 
     /// The primary of the first shard, else its first server. (Replica routing
@@ -127,6 +152,11 @@ impl Pools {
                         ),
                     };
                     ClusterServer {
+                        id: ServerId {
+                            host: server.host.clone(),
+                            port: server.port,
+                            database_name: server.database_name.clone(),
+                        },
                         role: server.role,
                         shard: server.shard,
                         pool,
@@ -141,7 +171,7 @@ impl Pools {
                 database: spec.database.clone(),
                 user: spec.user.clone(),
                 mode: spec.pooler_mode,
-                primary: Cluster::choose_primary(&servers),
+                primary: Cell::new(Cluster::choose_primary(&servers)),
                 servers,
             };
             clusters.insert(key.clone(), Rc::new(cluster));
@@ -150,6 +180,13 @@ impl Pools {
             pool.retire();
         }
         self.clusters = clusters;
+    }
+
+    /// A new health snapshot: clusters follow their elected primaries.
+    pub fn apply_health(&self, health: &Health) {
+        for cluster in self.clusters.values() {
+            cluster.apply_health(health);
+        }
     }
 
     pub fn cluster(&self, database: &str, user: &str) -> Option<Rc<Cluster>> {
