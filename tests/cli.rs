@@ -147,11 +147,11 @@ fn configcheck_reports_every_error_in_one_run() {
 
 #[test]
 fn configcheck_warns_about_known_unimplemented_keys() {
-    let (code, stderr) = configcheck(&valid_pgdog("healthcheck_interval = 1000"), USERS);
+    let (code, stderr) = configcheck(&valid_pgdog("rollback_timeout = 1000"), USERS);
     assert_eq!(code, 0, "stderr:\n{stderr}");
     let warning = stderr
         .lines()
-        .find(|l| l.contains("pgdog.toml:5: key `general.healthcheck_interval`"))
+        .find(|l| l.contains("pgdog.toml:5: key `general.rollback_timeout`"))
         .unwrap_or_else(|| panic!("no warning naming the key:\n{stderr}"));
     assert!(warning.contains("WARN"), "not a warning: {warning}");
 }

@@ -13,7 +13,8 @@ fn auto_config(port: u16, servers: &[&PgServer]) -> String {
     let mut toml = format!(
         "[general]\nhost = \"127.0.0.1\"\nport = {port}\nworkers = 2\n\
          connect_timeout = 500\ncheckout_timeout = 1000\n\
-         client_connection_recovery = \"recover\"\n"
+         client_connection_recovery = \"recover\"\n\
+         lsn_check_delay = 0\nlsn_check_interval = 1000\n"
     );
     for server in servers {
         toml.push_str(&format!(

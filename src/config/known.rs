@@ -47,18 +47,8 @@ pub(crate) const UNIMPLEMENTED: &[(Scope, &str)] = &[
     (Scope::Section, "vault"),
     (Scope::Section, "query_stats"),
     // [general]
-    (Scope::General, "healthcheck_interval"),
-    (Scope::General, "idle_healthcheck_interval"),
-    (Scope::General, "idle_healthcheck_delay"),
-    (Scope::General, "healthcheck_timeout"),
     (Scope::General, "healthcheck_port"),
-    (Scope::General, "ban_timeout"),
-    (Scope::General, "ban_replica_lag"),
-    (Scope::General, "ban_replica_lag_bytes"),
     (Scope::General, "rollback_timeout"),
-    (Scope::General, "load_balancing_strategy"),
-    (Scope::General, "read_write_strategy"),
-    (Scope::General, "read_write_split"),
     (Scope::General, "tls_certificate"),
     (Scope::General, "tls_private_key"),
     (Scope::General, "tls_client_required"),
@@ -74,7 +64,6 @@ pub(crate) const UNIMPLEMENTED: &[(Scope, &str)] = &[
     (Scope::General, "query_parser"),
     (Scope::General, "query_parser_engine"),
     (Scope::General, "regex_parser_limit"),
-    (Scope::General, "query_cache_limit"),
     (Scope::General, "passthrough_auth"),
     (Scope::General, "connect_attempts"),
     (Scope::General, "connect_attempt_delay"),
@@ -97,9 +86,6 @@ pub(crate) const UNIMPLEMENTED: &[(Scope, &str)] = &[
     (Scope::General, "two_phase_commit_wal_checkpoint_interval"),
     (Scope::General, "expanded_explain"),
     (Scope::General, "stats_period"),
-    (Scope::General, "lsn_check_interval"),
-    (Scope::General, "lsn_check_timeout"),
-    (Scope::General, "lsn_check_delay"),
     (Scope::General, "unique_id_min"),
     (Scope::General, "unique_id_function"),
     (Scope::General, "system_catalogs"),
@@ -124,7 +110,6 @@ pub(crate) const UNIMPLEMENTED: &[(Scope, &str)] = &[
     (Scope::Database, "server_lifetime"),
     (Scope::Database, "server_lifetime_jitter"),
     (Scope::Database, "resharding_only"),
-    (Scope::Database, "lb_weight"),
     // users.toml [[users]]
     (Scope::User, "identity"),
     (Scope::User, "server_auth"),
@@ -186,8 +171,26 @@ mod tests {
             "prepared_statements",
             "prepared_statements_limit",
             "dns_ttl",
+            "load_balancing_strategy",
+            "read_write_strategy",
+            "read_write_split",
+            "healthcheck_interval",
+            "idle_healthcheck_interval",
+            "idle_healthcheck_delay",
+            "healthcheck_timeout",
+            "ban_timeout",
+            "ban_replica_lag",
+            "ban_replica_lag_bytes",
+            "lsn_check_interval",
+            "lsn_check_timeout",
+            "lsn_check_delay",
+            "query_cache_limit",
         ] {
             assert!(!is_unimplemented(Scope::General, key), "{key}");
         }
+        assert!(!is_unimplemented(Scope::Database, "lb_weight"));
+        // Still unimplemented, as examples of the other side.
+        assert!(is_unimplemented(Scope::General, "healthcheck_port"));
+        assert!(is_unimplemented(Scope::Database, "statement_timeout"));
     }
 }

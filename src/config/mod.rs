@@ -26,8 +26,9 @@ use std::path::Path;
 
 pub use diagnostic::{ConfigError, ConfigErrors, ConfigWarning};
 pub use model::{
-    Admin, AuthType, Config, ConnectionRecovery, Database, General, PoolSpec, PoolerMode,
-    PreparedStatements, Role, ServerSpec, User, DEFAULT_DNS_REFRESH_MS,
+    Admin, AuthType, Config, ConnectionRecovery, Database, General, LoadBalancingStrategy,
+    PoolSpec, PoolerMode, PreparedStatements, ReadWriteSplit, ReadWriteStrategy, Role, ServerSpec,
+    User, DEFAULT_DNS_REFRESH_MS,
 };
 
 use diagnostic::Diagnostics;
@@ -277,6 +278,23 @@ mod tests {
         assert_eq!(general.connection_recovery, ConnectionRecovery::Recover);
         assert_eq!(general.client_connection_recovery, ConnectionRecovery::Drop);
         assert_eq!(general.pub_sub_channel_size, 0);
+        assert_eq!(
+            general.load_balancing_strategy,
+            LoadBalancingStrategy::Random
+        );
+        assert_eq!(general.read_write_strategy, ReadWriteStrategy::Conservative);
+        assert_eq!(general.read_write_split, ReadWriteSplit::IncludePrimary);
+        assert_eq!(general.healthcheck_interval_ms, 30_000);
+        assert_eq!(general.idle_healthcheck_interval_ms, 30_000);
+        assert_eq!(general.idle_healthcheck_delay_ms, 5_000);
+        assert_eq!(general.healthcheck_timeout_ms, 5_000);
+        assert_eq!(general.ban_timeout_ms, 300_000);
+        assert_eq!(general.ban_replica_lag_ms, None);
+        assert_eq!(general.ban_replica_lag_bytes, None);
+        assert_eq!(general.lsn_check_interval_ms, 5_000);
+        assert_eq!(general.lsn_check_timeout_ms, 5_000);
+        assert_eq!(general.lsn_check_delay_ms, None);
+        assert_eq!(general.query_cache_limit, 1_000);
         let admin = &loaded.config.admin;
         assert_eq!(
             (admin.name.as_str(), admin.user.as_str()),
@@ -288,12 +306,13 @@ mod tests {
         let loaded = ok(ONE_DB, ONE_USER);
         let db = &loaded.config.databases[0];
         assert_eq!((db.port, db.role, db.shard), (5432, Role::Primary, 0));
+        assert_eq!(db.lb_weight, 255);
         assert_eq!(db.database_name, "app");
     }
 
     #[test]
     fn values_are_read() {
-        let config = "[general]\nhost = \"127.0.0.1\"\nport = 7432\nworkers = 3\ndefault_pool_size = 20\nmin_pool_size = 2\npooler_mode = \"session\"\nconnect_timeout = 1_000\ncheckout_timeout = 2_000\nidle_timeout = 3_000\nserver_lifetime = 4_000\nquery_timeout = 5_000\nclient_idle_timeout = 6_000\nshutdown_timeout = 7_000\nauth_type = \"md5\"\nmax_client_connections = 50\ndns_ttl = 8_000\nprepared_statements = \"full\"\nprepared_statements_limit = 100\nclient_idle_in_transaction_timeout = 9_000\nconnection_recovery = \"rollback_only\"\nclient_connection_recovery = \"recover\"\npub_sub_channel_size = 4096\n";
+        let config = "[general]\nhost = \"127.0.0.1\"\nport = 7432\nworkers = 3\ndefault_pool_size = 20\nmin_pool_size = 2\npooler_mode = \"session\"\nconnect_timeout = 1_000\ncheckout_timeout = 2_000\nidle_timeout = 3_000\nserver_lifetime = 4_000\nquery_timeout = 5_000\nclient_idle_timeout = 6_000\nshutdown_timeout = 7_000\nauth_type = \"md5\"\nmax_client_connections = 50\ndns_ttl = 8_000\nprepared_statements = \"full\"\nprepared_statements_limit = 100\nclient_idle_in_transaction_timeout = 9_000\nconnection_recovery = \"rollback_only\"\nclient_connection_recovery = \"recover\"\npub_sub_channel_size = 4096\nload_balancing_strategy = \"weighted_round_robin\"\nread_write_strategy = \"aggressive\"\nread_write_split = \"prefer_primary\"\nhealthcheck_interval = 11\nidle_healthcheck_interval = 12\nidle_healthcheck_delay = 13\nhealthcheck_timeout = 14\nban_timeout = 15\nban_replica_lag = 16\nban_replica_lag_bytes = 17\nlsn_check_interval = 18\nlsn_check_timeout = 19\nlsn_check_delay = 20\nquery_cache_limit = 21\n";
         let general = ok(config, "").config.general;
         assert_eq!(
             general,
@@ -320,6 +339,20 @@ mod tests {
                 connection_recovery: ConnectionRecovery::RollbackOnly,
                 client_connection_recovery: ConnectionRecovery::Recover,
                 pub_sub_channel_size: 4096,
+                load_balancing_strategy: LoadBalancingStrategy::WeightedRoundRobin,
+                read_write_strategy: ReadWriteStrategy::Aggressive,
+                read_write_split: ReadWriteSplit::PreferPrimary,
+                healthcheck_interval_ms: 11,
+                idle_healthcheck_interval_ms: 12,
+                idle_healthcheck_delay_ms: 13,
+                healthcheck_timeout_ms: 14,
+                ban_timeout_ms: 15,
+                ban_replica_lag_ms: Some(16),
+                ban_replica_lag_bytes: Some(17),
+                lsn_check_interval_ms: 18,
+                lsn_check_timeout_ms: 19,
+                lsn_check_delay_ms: Some(20),
+                query_cache_limit: 21,
             }
         );
     }
@@ -468,6 +501,111 @@ mod tests {
                 "pgdog.toml:7: key `general.pub_sub_channel_size`: expected an integer, found float",
                 "pgdog.toml:8: key `general.max_client_connections`: must be at least 1",
                 "pgdog.toml:9: key `general.dns_ttl`: must not be negative, found -5",
+            ]
+        );
+    }
+
+    #[test]
+    fn balancing_keys_take_pgdog_values() {
+        for (value, expected) in [
+            ("random", LoadBalancingStrategy::Random),
+            ("round_robin", LoadBalancingStrategy::RoundRobin),
+            (
+                "least_active_connections",
+                LoadBalancingStrategy::LeastActiveConnections,
+            ),
+            (
+                "weighted_round_robin",
+                LoadBalancingStrategy::WeightedRoundRobin,
+            ),
+        ] {
+            let config = format!("[general]\nload_balancing_strategy = \"{value}\"\n");
+            assert_eq!(
+                ok(&config, "").config.general.load_balancing_strategy,
+                expected
+            );
+            assert_eq!(expected.as_str(), value);
+        }
+        for (value, expected) in [
+            ("include_primary", ReadWriteSplit::IncludePrimary),
+            ("exclude_primary", ReadWriteSplit::ExcludePrimary),
+            (
+                "include_primary_if_replica_banned",
+                ReadWriteSplit::IncludePrimaryIfReplicaBanned,
+            ),
+            ("prefer_primary", ReadWriteSplit::PreferPrimary),
+        ] {
+            let config = format!("[general]\nread_write_split = \"{value}\"\n");
+            assert_eq!(ok(&config, "").config.general.read_write_split, expected);
+            assert_eq!(expected.as_str(), value);
+        }
+        for (value, expected) in [
+            ("conservative", ReadWriteStrategy::Conservative),
+            ("aggressive", ReadWriteStrategy::Aggressive),
+        ] {
+            let config = format!("[general]\nread_write_strategy = \"{value}\"\n");
+            assert_eq!(ok(&config, "").config.general.read_write_strategy, expected);
+            assert_eq!(expected.as_str(), value);
+        }
+        // Implemented now: no "not implemented" warning.
+        let config = "[general]\nban_timeout = 0\nlsn_check_delay = 0\nquery_cache_limit = 0\nhealthcheck_interval = 0\n";
+        let loaded = ok(config, "");
+        assert!(
+            loaded.warnings.iter().all(|w| w.message != known::IGNORED),
+            "{:?}",
+            loaded.warnings
+        );
+        assert_eq!(loaded.config.general.ban_timeout_ms, 0);
+        assert_eq!(loaded.config.general.lsn_check_delay_ms, Some(0));
+    }
+
+    #[test]
+    fn lb_weight_is_read_per_server() {
+        let config = "[[databases]]\nname = \"app\"\nhost = \"a\"\n\n[[databases]]\nname = \"app\"\nhost = \"b\"\nrole = \"replica\"\nlb_weight = 7\n";
+        let loaded = ok(config, ONE_USER);
+        assert!(loaded.warnings.iter().all(|w| w.message != known::IGNORED));
+        let pools = loaded.config.pools();
+        let weights: Vec<u8> = pools[0].servers.iter().map(|s| s.lb_weight).collect();
+        assert_eq!(weights, [255, 7]);
+        assert_eq!(
+            errors(
+                "[[databases]]\nname = \"a\"\nhost = \"h\"\nlb_weight = 256\n",
+                ""
+            ),
+            ["pgdog.toml:4: key `databases[0].lb_weight`: must be between 0 and 255, found 256"]
+        );
+        assert_eq!(
+            errors(
+                "[[databases]]\nname = \"a\"\nhost = \"h\"\nlb_weight = -1\n",
+                ""
+            ),
+            ["pgdog.toml:4: key `databases[0].lb_weight`: must not be negative, found -1"]
+        );
+    }
+
+    #[test]
+    fn balancing_keys_reject_bad_values() {
+        let found = errors(
+            "[general]\nload_balancing_strategy = \"roundrobin\"\nread_write_split = \"primary\"\nread_write_strategy = 1\nhealthcheck_interval = -1\nidle_healthcheck_interval = 0\nidle_healthcheck_delay = \"5s\"\nhealthcheck_timeout = 1.5\nban_timeout = -300\nban_replica_lag = true\nban_replica_lag_bytes = -1\nlsn_check_interval = 0\nlsn_check_timeout = \"x\"\nlsn_check_delay = -1\nquery_cache_limit = -5\n",
+            "",
+        );
+        assert_eq!(
+            found,
+            [
+                "pgdog.toml:2: key `general.load_balancing_strategy`: unknown value `roundrobin`; expected one of `random`, `round_robin`, `least_active_connections`, `weighted_round_robin`",
+                "pgdog.toml:3: key `general.read_write_split`: unknown value `primary`; expected one of `include_primary`, `exclude_primary`, `include_primary_if_replica_banned`, `prefer_primary`",
+                "pgdog.toml:4: key `general.read_write_strategy`: expected a string, found integer",
+                "pgdog.toml:5: key `general.healthcheck_interval`: must not be negative, found -1",
+                "pgdog.toml:6: key `general.idle_healthcheck_interval`: must be at least 1",
+                "pgdog.toml:7: key `general.idle_healthcheck_delay`: expected an integer, found string",
+                "pgdog.toml:8: key `general.healthcheck_timeout`: expected an integer, found float",
+                "pgdog.toml:9: key `general.ban_timeout`: must not be negative, found -300",
+                "pgdog.toml:10: key `general.ban_replica_lag`: expected an integer, found boolean",
+                "pgdog.toml:11: key `general.ban_replica_lag_bytes`: must not be negative, found -1",
+                "pgdog.toml:12: key `general.lsn_check_interval`: must be at least 1",
+                "pgdog.toml:13: key `general.lsn_check_timeout`: expected an integer, found string",
+                "pgdog.toml:14: key `general.lsn_check_delay`: must not be negative, found -1",
+                "pgdog.toml:15: key `general.query_cache_limit`: must not be negative, found -5",
             ]
         );
     }
@@ -633,7 +771,7 @@ mod tests {
 
     #[test]
     fn known_pgdog_keys_warn_with_their_line() {
-        let config = "[general]\nlsn_check_delay = 5\nopenmetrics_port = 9090\n\n[[databases]]\nname = \"app\"\nhost = \"h\"\nstatement_timeout = 100\n\n[tcp]\nkeepalive = true\n\n[[plugins]]\nname = \"p\"\n";
+        let config = "[general]\nrollback_timeout = 5\nopenmetrics_port = 9090\n\n[[databases]]\nname = \"app\"\nhost = \"h\"\nstatement_timeout = 100\n\n[tcp]\nkeepalive = true\n\n[[plugins]]\nname = \"p\"\n";
         let users = "[[users]]\nname = \"a\"\npassword = \"p\"\ndatabase = \"app\"\nserver_auth = \"password\"\n";
         let loaded = ok(config, users);
         let warned: Vec<_> = loaded
@@ -646,7 +784,7 @@ mod tests {
         assert_eq!(
             warned,
             [
-                format!("pgdog.toml:2: key `general.lsn_check_delay`: {suffix}"),
+                format!("pgdog.toml:2: key `general.rollback_timeout`: {suffix}"),
                 format!("pgdog.toml:3: key `general.openmetrics_port`: {suffix}"),
                 format!("pgdog.toml:8: key `databases[0].statement_timeout`: {suffix}"),
                 format!("pgdog.toml:10: key `tcp`: {suffix}"),

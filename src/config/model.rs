@@ -68,6 +68,81 @@ pub enum ConnectionRecovery {
     Drop,
 }
 
+/// How reads are spread over a shard's servers. Source: pgdog-config/src/database.rs
+/// (`LoadBalancingStrategy`, default `random`; `weighted_round_robin` uses
+/// `[[databases]] lb_weight`); docs.pgdog.dev/features/load-balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LoadBalancingStrategy {
+    #[default]
+    Random,
+    RoundRobin,
+    /// Fewest connections checked out on this core first.
+    LeastActiveConnections,
+    /// Smooth weighted round robin over `lb_weight`.
+    WeightedRoundRobin,
+}
+
+/// How the query router decides an explicit transaction's target.
+/// Source: pgdog-config/src/database.rs (`ReadWriteStrategy`, default `conservative`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReadWriteStrategy {
+    /// Transactions go to the primary unless declared `READ ONLY`.
+    #[default]
+    Conservative,
+    /// A transaction goes where its first statement would go.
+    Aggressive,
+}
+
+/// Whether the primary serves reads. Source: pgdog-config/src/database.rs
+/// (`ReadWriteSplit`, default `include_primary`); docs.pgdog.dev general#read_write_split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReadWriteSplit {
+    /// The primary is one more read target.
+    #[default]
+    IncludePrimary,
+    /// Reads go to replicas; the primary only when no replica is available.
+    ExcludePrimary,
+    /// The primary takes reads while any replica is banned.
+    IncludePrimaryIfReplicaBanned,
+    /// Every query goes to the primary unless a hint asks for a replica;
+    /// such reads fall back to the primary when no replica is available.
+    PreferPrimary,
+}
+
+impl LoadBalancingStrategy {
+    /// The spelling PgDog uses in TOML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadBalancingStrategy::Random => "random",
+            LoadBalancingStrategy::RoundRobin => "round_robin",
+            LoadBalancingStrategy::LeastActiveConnections => "least_active_connections",
+            LoadBalancingStrategy::WeightedRoundRobin => "weighted_round_robin",
+        }
+    }
+}
+
+impl ReadWriteStrategy {
+    /// The spelling PgDog uses in TOML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadWriteStrategy::Conservative => "conservative",
+            ReadWriteStrategy::Aggressive => "aggressive",
+        }
+    }
+}
+
+impl ReadWriteSplit {
+    /// The spelling PgDog uses in TOML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadWriteSplit::IncludePrimary => "include_primary",
+            ReadWriteSplit::ExcludePrimary => "exclude_primary",
+            ReadWriteSplit::IncludePrimaryIfReplicaBanned => "include_primary_if_replica_banned",
+            ReadWriteSplit::PreferPrimary => "prefer_primary",
+        }
+    }
+}
+
 impl PreparedStatements {
     /// The spelling PgDog uses in TOML.
     pub fn as_str(self) -> &'static str {
@@ -161,6 +236,30 @@ pub struct General {
     pub client_connection_recovery: ConnectionRecovery,
     /// Size of the pub/sub (LISTEN/NOTIFY) queue; 0 = pub/sub disabled.
     pub pub_sub_channel_size: usize,
+    pub load_balancing_strategy: LoadBalancingStrategy,
+    pub read_write_strategy: ReadWriteStrategy,
+    pub read_write_split: ReadWriteSplit,
+    /// A checkout health-checks a connection whose last check is older.
+    pub healthcheck_interval_ms: u64,
+    /// Period of the idle health check (at least 1).
+    pub idle_healthcheck_interval_ms: u64,
+    /// Idle health checks start this long after startup.
+    pub idle_healthcheck_delay_ms: u64,
+    pub healthcheck_timeout_ms: u64,
+    /// How long a failed server stays out of rotation; 0 = never banned
+    /// (PgDog's monitor bans only when `ban_timeout > 0`).
+    pub ban_timeout_ms: u64,
+    /// None = no lag bans (PgDog's default is `i64::MAX`, i.e. never).
+    pub ban_replica_lag_ms: Option<u64>,
+    /// None = no lag bans (PgDog's default is `i64::MAX`, i.e. never).
+    pub ban_replica_lag_bytes: Option<u64>,
+    /// Period of the replication/role probe (at least 1).
+    pub lsn_check_interval_ms: u64,
+    pub lsn_check_timeout_ms: u64,
+    /// None = the probe never starts (PgDog's default is its "max duration").
+    pub lsn_check_delay_ms: Option<u64>,
+    /// Statements kept per core in the query parse cache.
+    pub query_cache_limit: usize,
 }
 
 /// PgDog's defaults (pgdog-config/src/general.rs), except `workers`.
@@ -173,6 +272,18 @@ pub(crate) const DEFAULT_CHECKOUT_TIMEOUT_MS: u64 = 5_000;
 pub(crate) const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub(crate) const DEFAULT_SERVER_LIFETIME_MS: u64 = 86_400_000;
 pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 60_000;
+pub(crate) const DEFAULT_HEALTHCHECK_INTERVAL_MS: u64 = 30_000;
+pub(crate) const DEFAULT_IDLE_HEALTHCHECK_INTERVAL_MS: u64 = 30_000;
+pub(crate) const DEFAULT_IDLE_HEALTHCHECK_DELAY_MS: u64 = 5_000;
+pub(crate) const DEFAULT_HEALTHCHECK_TIMEOUT_MS: u64 = 5_000;
+pub(crate) const DEFAULT_BAN_TIMEOUT_MS: u64 = 300_000;
+pub(crate) const DEFAULT_LSN_CHECK_INTERVAL_MS: u64 = 5_000;
+pub(crate) const DEFAULT_LSN_CHECK_TIMEOUT_MS: u64 = 5_000;
+/// pgdog-config/src/general.rs `query_cache_limit()` (its docs page still
+/// says 50_000; the code is what PgDog runs).
+pub(crate) const DEFAULT_QUERY_CACHE_LIMIT: usize = 1_000;
+/// `[[databases]] lb_weight` default (pgdog-config/src/database.rs, a `u8`).
+pub(crate) const DEFAULT_LB_WEIGHT: u8 = 255;
 /// sleddog's own (PgDog has no client connection limit).
 pub(crate) const DEFAULT_MAX_CLIENT_CONNECTIONS: usize = 10_000;
 /// Re-resolution period when `dns_ttl` is unset (sleddog's choice: getaddrinfo
@@ -206,6 +317,20 @@ impl Default for General {
             connection_recovery: ConnectionRecovery::Recover,
             client_connection_recovery: ConnectionRecovery::Drop,
             pub_sub_channel_size: 0,
+            load_balancing_strategy: LoadBalancingStrategy::Random,
+            read_write_strategy: ReadWriteStrategy::Conservative,
+            read_write_split: ReadWriteSplit::IncludePrimary,
+            healthcheck_interval_ms: DEFAULT_HEALTHCHECK_INTERVAL_MS,
+            idle_healthcheck_interval_ms: DEFAULT_IDLE_HEALTHCHECK_INTERVAL_MS,
+            idle_healthcheck_delay_ms: DEFAULT_IDLE_HEALTHCHECK_DELAY_MS,
+            healthcheck_timeout_ms: DEFAULT_HEALTHCHECK_TIMEOUT_MS,
+            ban_timeout_ms: DEFAULT_BAN_TIMEOUT_MS,
+            ban_replica_lag_ms: None,
+            ban_replica_lag_bytes: None,
+            lsn_check_interval_ms: DEFAULT_LSN_CHECK_INTERVAL_MS,
+            lsn_check_timeout_ms: DEFAULT_LSN_CHECK_TIMEOUT_MS,
+            lsn_check_delay_ms: None,
+            query_cache_limit: DEFAULT_QUERY_CACHE_LIMIT,
         }
     }
 }
@@ -234,11 +359,14 @@ pub struct Database {
     pub pool_size: Option<usize>,
     pub min_pool_size: Option<usize>,
     pub pooler_mode: Option<PoolerMode>,
+    /// Share of reads under `weighted_round_robin`, 0..=255 (PgDog's `u8`,
+    /// default 255). 0 = tried only after every weighted server.
+    pub lb_weight: u8,
 }
 
 impl Database {
     /// An entry with every optional key at its default (PgDog's): port 5432,
-    /// role primary, shard 0, `database_name` = `name`.
+    /// role primary, shard 0, `database_name` = `name`, `lb_weight` 255.
     pub fn new(name: String, host: String) -> Database {
         Database {
             database_name: name.clone(),
@@ -252,6 +380,7 @@ impl Database {
             pool_size: None,
             min_pool_size: None,
             pooler_mode: None,
+            lb_weight: DEFAULT_LB_WEIGHT,
         }
     }
 }
@@ -328,6 +457,8 @@ pub struct ServerSpec {
     pub database_name: String,
     pub role: Role,
     pub shard: u16,
+    /// `[[databases]] lb_weight`.
+    pub lb_weight: u8,
     pub user: String,
     pub password: Option<String>,
 }
@@ -394,6 +525,7 @@ fn server_spec(database: &Database, user: &User) -> ServerSpec {
         database_name: database.database_name.clone(),
         role: database.role,
         shard: database.shard,
+        lb_weight: database.lb_weight,
         user: database
             .user
             .clone()

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use super::known::{self, Scope};
 use super::model::{
-    default_workers, AuthType, ConnectionRecovery, Database, General, PoolerMode,
-    PreparedStatements, Role, User,
+    default_workers, AuthType, ConnectionRecovery, Database, General, LoadBalancingStrategy,
+    PoolerMode, PreparedStatements, ReadWriteSplit, ReadWriteStrategy, Role, User,
 };
 use super::raw::{Entry, Kind, Node, RawTable};
 use super::read::{self, path, Ctx};
@@ -204,6 +204,34 @@ const CONNECTION_RECOVERY: &[(&str, ConnectionRecovery)] = &[
     ("drop", ConnectionRecovery::Drop),
 ];
 
+pub(crate) const LOAD_BALANCING_STRATEGIES: &[(&str, LoadBalancingStrategy)] = &[
+    ("random", LoadBalancingStrategy::Random),
+    ("round_robin", LoadBalancingStrategy::RoundRobin),
+    (
+        "least_active_connections",
+        LoadBalancingStrategy::LeastActiveConnections,
+    ),
+    (
+        "weighted_round_robin",
+        LoadBalancingStrategy::WeightedRoundRobin,
+    ),
+];
+
+const READ_WRITE_STRATEGIES: &[(&str, ReadWriteStrategy)] = &[
+    ("conservative", ReadWriteStrategy::Conservative),
+    ("aggressive", ReadWriteStrategy::Aggressive),
+];
+
+const READ_WRITE_SPLITS: &[(&str, ReadWriteSplit)] = &[
+    ("include_primary", ReadWriteSplit::IncludePrimary),
+    ("exclude_primary", ReadWriteSplit::ExcludePrimary),
+    (
+        "include_primary_if_replica_banned",
+        ReadWriteSplit::IncludePrimaryIfReplicaBanned,
+    ),
+    ("prefer_primary", ReadWriteSplit::PreferPrimary),
+];
+
 fn general_entry(ctx: &mut Ctx<'_>, general: &mut General, lines: &mut KeyLines, entry: &Entry) {
     if general_value(ctx, general, lines, entry)
         && known::is_unimplemented(Scope::General, &entry.key)
@@ -300,12 +328,90 @@ fn general_value(
             &mut general.pub_sub_channel_size,
             read::count(ctx, &key, node),
         ),
+        _ => return balance_value(ctx, general, entry),
+    }
+    true
+}
+
+/// The load-balancing and health keys of `[general]`; false when none matched.
+fn balance_value(ctx: &mut Ctx<'_>, general: &mut General, entry: &Entry) -> bool {
+    let key = path("general", &entry.key);
+    let node = &entry.value;
+    match entry.key.as_str() {
+        "load_balancing_strategy" => set(
+            &mut general.load_balancing_strategy,
+            read::choice(ctx, &key, node, LOAD_BALANCING_STRATEGIES, &[]),
+        ),
+        "read_write_strategy" => set(
+            &mut general.read_write_strategy,
+            read::choice(ctx, &key, node, READ_WRITE_STRATEGIES, &[]),
+        ),
+        "read_write_split" => set(
+            &mut general.read_write_split,
+            read::choice(ctx, &key, node, READ_WRITE_SPLITS, &[]),
+        ),
+        "healthcheck_interval" => set(
+            &mut general.healthcheck_interval_ms,
+            read::millis(ctx, &key, node),
+        ),
+        "idle_healthcheck_interval" => set(
+            &mut general.idle_healthcheck_interval_ms,
+            period_millis(ctx, &key, node),
+        ),
+        "idle_healthcheck_delay" => set(
+            &mut general.idle_healthcheck_delay_ms,
+            read::millis(ctx, &key, node),
+        ),
+        "healthcheck_timeout" => set(
+            &mut general.healthcheck_timeout_ms,
+            read::millis(ctx, &key, node),
+        ),
+        "ban_timeout" => set(&mut general.ban_timeout_ms, read::millis(ctx, &key, node)),
+        "ban_replica_lag" => general.ban_replica_lag_ms = read::millis(ctx, &key, node),
+        "ban_replica_lag_bytes" => general.ban_replica_lag_bytes = read::unsigned(ctx, &key, node),
+        "lsn_check_interval" => set(
+            &mut general.lsn_check_interval_ms,
+            period_millis(ctx, &key, node),
+        ),
+        "lsn_check_timeout" => set(
+            &mut general.lsn_check_timeout_ms,
+            read::millis(ctx, &key, node),
+        ),
+        "lsn_check_delay" => general.lsn_check_delay_ms = read::millis(ctx, &key, node),
+        "query_cache_limit" => set(&mut general.query_cache_limit, read::count(ctx, &key, node)),
         _ => {
             ctx.unhandled(Scope::General, &key, entry);
             return false;
         }
     }
     true
+}
+
+/// The period of a repeating probe: 0 would make it spin (PgDog's Tokio
+/// `interval` panics on a zero period), so it must be at least 1 ms.
+fn period_millis(ctx: &mut Ctx<'_>, key: &str, node: &Node) -> Option<u64> {
+    let value = read::millis(ctx, key, node)?;
+    if value == 0 {
+        ctx.error(node.line, key, "must be at least 1");
+        return None;
+    }
+    Some(value)
+}
+
+/// `lb_weight`: PgDog reads it as a `u8`.
+fn lb_weight(ctx: &mut Ctx<'_>, key: &str, node: &Node) -> Option<u8> {
+    let value = read::unsigned(ctx, key, node)?;
+    match u8::try_from(value) {
+        Ok(weight) => Some(weight),
+        Err(_) => {
+            ctx.error(
+                node.line,
+                key,
+                format!("must be between 0 and 255, found {value}"),
+            );
+            None
+        }
+    }
 }
 
 /// Keep the default when the value was bad; the error is already recorded.
@@ -364,6 +470,7 @@ fn read_database(ctx: &mut Ctx<'_>, prefix: &str, table: &RawTable) -> Option<Pa
                 database.pooler_mode =
                     read::choice(ctx, &key, node, POOLER_MODES, POOLER_MODES_UNSUPPORTED)
             }
+            "lb_weight" => set(&mut database.lb_weight, lb_weight(ctx, &key, node)),
             _ => {
                 ctx.unhandled(Scope::Database, &key, entry);
                 continue;

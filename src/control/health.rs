@@ -300,12 +300,20 @@ pub struct ProbeTarget {
     pub login: ServerLogin,
 }
 
-/// Starts one thread per target probing it every `interval` (each probe
-/// bounded by `timeout`) and sending what it saw on `tx`, until `stop` is set.
+/// When the probes run: first after `delay` (`lsn_check_delay`), then every
+/// `interval`, each bounded by `timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub delay: Duration,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Starts one thread per target probing it per `timing` and sending what it
+/// saw on `tx`, until `stop` is set.
 pub fn spawn_monitors(
     targets: Vec<ProbeTarget>,
-    interval: Duration,
-    timeout: Duration,
+    timing: Timing,
     tx: Sender<(ServerId, Observation)>,
     stop: Arc<AtomicBool>,
 ) {
@@ -315,7 +323,7 @@ pub fn spawn_monitors(
         let name = format!("health-{}:{}", target.server.host, target.server.port);
         let spawned = std::thread::Builder::new()
             .name(name)
-            .spawn(move || monitor_loop(target, interval, timeout, tx, stop));
+            .spawn(move || monitor_loop(target, timing, tx, stop));
         if let Err(error) = spawned {
             tracing::error!(%error, "could not start a health monitor thread");
         }
@@ -324,30 +332,33 @@ pub fn spawn_monitors(
 
 fn monitor_loop(
     target: ProbeTarget,
-    interval: Duration,
-    timeout: Duration,
+    timing: Timing,
     tx: Sender<(ServerId, Observation)>,
     stop: Arc<AtomicBool>,
 ) {
     let mut probe: Option<Probe> = None;
+    sleep_until(Instant::now() + timing.delay, &stop);
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let observation = check(&target, &mut probe, timeout);
+        let observation = check(&target, &mut probe, timing.timeout);
         if let Observation::Down(reason) = &observation {
             tracing::debug!(server = %target.server.host, port = target.server.port, %reason, "health check failed");
         }
         if tx.send((target.server.clone(), observation)).is_err() {
             return;
         }
-        // Sleep in short steps so a reload's stop is seen promptly.
-        let next = started + interval;
-        while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            if now >= next {
-                break;
-            }
-            std::thread::sleep((next - now).min(Duration::from_millis(100)));
+        sleep_until(started + timing.interval, &stop);
+    }
+}
+
+/// Sleeps in short steps, so a reload's stop is seen promptly.
+fn sleep_until(deadline: Instant, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
         }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
     }
 }
 

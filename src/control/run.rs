@@ -252,15 +252,16 @@ impl Monitors {
     fn start(snapshot: &Snapshot, tx: &Sender<(ServerId, Observation)>) -> Monitors {
         let (targets, autos) = health::plan(snapshot);
         let stop = Arc::new(AtomicBool::new(false));
-        if !targets.is_empty() {
+        // As in PgDog, the probes run only once `lsn_check_delay` is set.
+        let settings = &snapshot.health;
+        if let (false, Some(delay)) = (targets.is_empty(), settings.lsn_check_delay) {
             tracing::info!(servers = targets.len(), "health monitors started");
-            health::spawn_monitors(
-                targets,
-                snapshot.timeouts.lsn_check_interval,
-                snapshot.timeouts.lsn_check_timeout,
-                tx.clone(),
-                stop.clone(),
-            );
+            let timing = health::Timing {
+                delay,
+                interval: settings.lsn_check_interval,
+                timeout: settings.lsn_check_timeout,
+            };
+            health::spawn_monitors(targets, timing, tx.clone(), stop.clone());
         }
         Monitors {
             stop,

@@ -11,15 +11,11 @@ use std::time::Duration;
 
 use crate::auth::{self, ScramSecret};
 use crate::config::{
-    AuthType, Config, ConnectionRecovery, General, PoolSpec, PreparedStatements,
-    DEFAULT_DNS_REFRESH_MS,
+    AuthType, Config, ConnectionRecovery, General, LoadBalancingStrategy, PoolSpec,
+    PreparedStatements, ReadWriteSplit, ReadWriteStrategy, DEFAULT_DNS_REFRESH_MS,
 };
 use crate::control::resolve::{self, HostPort, ServerAddrs};
 use crate::ids::Epoch;
-
-/// Until `lsn_check_interval` / `lsn_check_timeout` are read from config.
-const LSN_CHECK_INTERVAL_MS: u64 = 1_000;
-const LSN_CHECK_TIMEOUT_MS: u64 = 5_000;
 
 /// How a user proves who they are, prepared for the configured `auth_type`.
 #[derive(Debug, Clone)]
@@ -47,10 +43,54 @@ pub struct Timeouts {
     /// How often control re-resolves server host names (`dns_ttl`, else
     /// `DEFAULT_DNS_REFRESH_MS`); at most once per control tick (1 s).
     pub dns_refresh: Duration,
-    /// How often the health monitor probes each server, and how long a probe
-    /// may take (`lsn_check_interval`, `lsn_check_timeout`).
+}
+
+/// How reads are routed and spread (`[general]` load-balancer keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balancing {
+    pub strategy: LoadBalancingStrategy,
+    pub read_write_strategy: ReadWriteStrategy,
+    pub split: ReadWriteSplit,
+}
+
+/// Health checks, bans and the replication probe, converted once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// A checkout checks a connection whose last check is older than this.
+    pub healthcheck_interval: Duration,
+    pub healthcheck_timeout: Duration,
+    /// Never zero (config rejects it).
+    pub idle_healthcheck_interval: Duration,
+    pub idle_healthcheck_delay: Duration,
+    /// Zero = bans disabled (as in PgDog); `pool::balance::Bans` refuses them.
+    pub ban_timeout: Duration,
+    /// None = no lag bans.
+    pub ban_replica_lag: Option<Duration>,
+    /// None = no lag bans.
+    pub ban_replica_lag_bytes: Option<u64>,
+    /// Never zero (config rejects it).
     pub lsn_check_interval: Duration,
     pub lsn_check_timeout: Duration,
+    /// None = the replication/role probe never runs (PgDog's default).
+    pub lsn_check_delay: Option<Duration>,
+}
+
+impl HealthSettings {
+    fn from_general(general: &General) -> HealthSettings {
+        let ms = Duration::from_millis;
+        HealthSettings {
+            healthcheck_interval: ms(general.healthcheck_interval_ms),
+            healthcheck_timeout: ms(general.healthcheck_timeout_ms),
+            idle_healthcheck_interval: ms(general.idle_healthcheck_interval_ms),
+            idle_healthcheck_delay: ms(general.idle_healthcheck_delay_ms),
+            ban_timeout: ms(general.ban_timeout_ms),
+            ban_replica_lag: general.ban_replica_lag_ms.map(ms),
+            ban_replica_lag_bytes: general.ban_replica_lag_bytes,
+            lsn_check_interval: ms(general.lsn_check_interval_ms),
+            lsn_check_timeout: ms(general.lsn_check_timeout_ms),
+            lsn_check_delay: general.lsn_check_delay_ms.map(ms),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +108,10 @@ pub struct Snapshot {
     pub client_connection_recovery: ConnectionRecovery,
     /// 0 = pub/sub disabled.
     pub pub_sub_channel_size: usize,
+    pub balancing: Balancing,
+    pub health: HealthSettings,
+    /// Parsed statements kept per core (`query_cache_limit`).
+    pub query_cache_limit: usize,
     /// Every server's addresses, resolved when this snapshot was built.
     pub addrs: ServerAddrs,
     /// By user name.
@@ -107,8 +151,6 @@ impl Snapshot {
             client_idle_in_transaction: general.client_idle_in_transaction_timeout_ms.map(ms),
             shutdown: ms(general.shutdown_timeout_ms),
             dns_refresh: ms(general.dns_ttl_ms.unwrap_or(DEFAULT_DNS_REFRESH_MS)),
-            lsn_check_interval: ms(LSN_CHECK_INTERVAL_MS),
-            lsn_check_timeout: ms(LSN_CHECK_TIMEOUT_MS),
         };
         let logins = config
             .users
@@ -138,6 +180,13 @@ impl Snapshot {
             connection_recovery: general.connection_recovery,
             client_connection_recovery: general.client_connection_recovery,
             pub_sub_channel_size: general.pub_sub_channel_size,
+            balancing: Balancing {
+                strategy: general.load_balancing_strategy,
+                read_write_strategy: general.read_write_strategy,
+                split: general.read_write_split,
+            },
+            health: HealthSettings::from_general(&general),
+            query_cache_limit: general.query_cache_limit,
             addrs,
             general,
             timeouts,
@@ -242,6 +291,54 @@ mod tests {
             defaults.timeouts.dns_refresh,
             Duration::from_millis(DEFAULT_DNS_REFRESH_MS)
         );
+    }
+
+    #[test]
+    fn balancing_and_health_are_typed() {
+        let snapshot = Snapshot::build_with_addrs(
+            &config("load_balancing_strategy = \"round_robin\"\nread_write_split = \"exclude_primary\"\nread_write_strategy = \"aggressive\"\nhealthcheck_interval = 100\nhealthcheck_timeout = 200\nidle_healthcheck_interval = 300\nidle_healthcheck_delay = 400\nban_timeout = 500\nban_replica_lag = 600\nban_replica_lag_bytes = 700\nlsn_check_interval = 800\nlsn_check_timeout = 900\nlsn_check_delay = 1000\nquery_cache_limit = 42"),
+            Epoch(1),
+            ServerAddrs::default(),
+        );
+        assert_eq!(
+            snapshot.balancing,
+            Balancing {
+                strategy: LoadBalancingStrategy::RoundRobin,
+                read_write_strategy: ReadWriteStrategy::Aggressive,
+                split: ReadWriteSplit::ExcludePrimary,
+            }
+        );
+        let ms = Duration::from_millis;
+        assert_eq!(
+            snapshot.health,
+            HealthSettings {
+                healthcheck_interval: ms(100),
+                healthcheck_timeout: ms(200),
+                idle_healthcheck_interval: ms(300),
+                idle_healthcheck_delay: ms(400),
+                ban_timeout: ms(500),
+                ban_replica_lag: Some(ms(600)),
+                ban_replica_lag_bytes: Some(700),
+                lsn_check_interval: ms(800),
+                lsn_check_timeout: ms(900),
+                lsn_check_delay: Some(ms(1000)),
+            }
+        );
+        assert_eq!(snapshot.query_cache_limit, 42);
+        let weights: Vec<u8> = snapshot.pools[&("app".to_string(), "alice".to_string())]
+            .servers
+            .iter()
+            .map(|s| s.lb_weight)
+            .collect();
+        assert_eq!(weights, [255, 255]);
+
+        let defaults = Snapshot::build_with_addrs(&config(""), Epoch(1), ServerAddrs::default());
+        assert_eq!(defaults.balancing.strategy, LoadBalancingStrategy::Random);
+        assert_eq!(defaults.balancing.split, ReadWriteSplit::IncludePrimary);
+        assert_eq!(defaults.health.ban_timeout, ms(300_000));
+        assert_eq!(defaults.health.ban_replica_lag, None);
+        assert_eq!(defaults.health.lsn_check_delay, None);
+        assert_eq!(defaults.query_cache_limit, 1_000);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! process; each core gets `ceil(size / workers)` (see `Snapshot::per_core_share`).
 //! Server addresses come resolved in the snapshot: nothing here calls DNS.
 
+pub mod balance;
 pub mod login;
 pub mod permits;
 pub mod server_conn;
