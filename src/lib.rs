@@ -10,6 +10,7 @@
 //! - `pool`      per-core server connection pools.
 //! - `prepared`  prepared statements shared under transaction pooling; no I/O.
 //! - `pubsub`    LISTEN/NOTIFY under transaction pooling: per-core listener connections.
+//! - `router`    query classification for read/write routing (pg_query) and its per-core cache; no I/O.
 //! - `session`   one client connection: startup, auth, query loop.
 pub mod auth;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod pool;
 pub mod prepared;
 pub mod protocol;
 pub mod pubsub;
+pub mod router;
 pub mod rt;
 pub mod session;
 #[cfg(test)]
