@@ -22,6 +22,7 @@ use crate::ids::{ClientPid, CoreId, Epoch};
 use crate::pool::{self, Pools};
 use crate::prepared::StatementCache;
 use crate::pubsub::PubSub;
+use crate::router::QueryCache;
 use crate::rt;
 use crate::session::{self, PlainAuthCache, SessionHandle};
 
@@ -59,6 +60,8 @@ pub struct Core {
     pub plain_auth: PlainAuthCache,
     /// LISTEN on behalf of this core's sessions (transaction mode).
     pub pubsub: PubSub,
+    /// Read/write classifications of the SQL this core's clients send.
+    pub router: RefCell<QueryCache>,
     /// The control thread's latest health snapshot.
     health: RefCell<Arc<Health>>,
 }
@@ -200,6 +203,7 @@ pub async fn run(context: CoreContext) {
     pools.apply(&snapshot);
     let statements = StatementCache::new(statements_limit(&snapshot));
     let pubsub = PubSub::new(snapshot.pub_sub_channel_size, snapshot.timeouts.connect);
+    let query_cache_limit = snapshot.query_cache_limit;
     let core = Rc::new(Core {
         id,
         snapshot: RefCell::new(snapshot),
@@ -214,6 +218,7 @@ pub async fn run(context: CoreContext) {
         plain_auth: PlainAuthCache::default(),
         pubsub,
         health: RefCell::new(Arc::new(Health::default())),
+        router: RefCell::new(QueryCache::new(query_cache_limit)),
     });
     let listener = match rt::listen(addr) {
         Ok(listener) => listener,

@@ -68,6 +68,10 @@ pub enum Intent {
     /// plain reads here too; only reads a hint sent to replicas are `Read`.
     Write,
     Read,
+    /// A `READ ONLY` transaction: a replica whenever one is in rotation,
+    /// whatever `read_write_split` does with plain reads (the seed's promise);
+    /// the primary only as the fallback.
+    ReadOnlyTransaction,
 }
 
 /// Why a server left rotation.
@@ -195,6 +199,19 @@ impl Bans {
     }
 }
 
+/// Does `split` balance reads over the primary too (else it is the fallback)?
+fn primary_balanced(split: ReadWriteSplit, targets: &[Target], bans: &Bans, now: Instant) -> bool {
+    let mut replicas = targets.iter().filter(|t| t.role == TargetRole::Replica);
+    let replica_up = replicas.clone().any(|t| !bans.is_banned(t.id, now));
+    match split {
+        ReadWriteSplit::IncludePrimary => true,
+        ReadWriteSplit::IncludePrimaryIfReplicaBanned => {
+            !replica_up || replicas.any(|t| bans.is_banned(t.id, now))
+        }
+        ReadWriteSplit::ExcludePrimary | ReadWriteSplit::PreferPrimary => !replica_up,
+    }
+}
+
 /// Cap for a ban whose end does not fit in an `Instant`.
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -263,7 +280,11 @@ impl Balancer {
             return &self.order;
         }
         let up = |t: &&Target| !bans.is_banned(t.id, now);
-        let primary_balanced = self.primary_balanced(targets, bans, now);
+        let split = match intent {
+            Intent::ReadOnlyTransaction => ReadWriteSplit::ExcludePrimary,
+            _ => self.split,
+        };
+        let primary_balanced = primary_balanced(split, targets, bans, now);
         let mut set = std::mem::take(&mut self.set);
         set.clear();
         set.extend(
@@ -281,18 +302,6 @@ impl Balancer {
         self.set = set;
         self.order.extend(fallback.map(|t| t.id));
         &self.order
-    }
-
-    fn primary_balanced(&self, targets: &[Target], bans: &Bans, now: Instant) -> bool {
-        let mut replicas = targets.iter().filter(|t| t.role == TargetRole::Replica);
-        let replica_up = replicas.clone().any(|t| !bans.is_banned(t.id, now));
-        match self.split {
-            ReadWriteSplit::IncludePrimary => true,
-            ReadWriteSplit::IncludePrimaryIfReplicaBanned => {
-                !replica_up || replicas.any(|t| bans.is_banned(t.id, now))
-            }
-            ReadWriteSplit::ExcludePrimary | ReadWriteSplit::PreferPrimary => !replica_up,
-        }
     }
 
     /// Appends `set` to `self.order`, best first (`set` is scratch).
@@ -484,6 +493,29 @@ mod tests {
         assert!(lb
             .candidates(Intent::Write, &replicas_only, &bans, now)
             .is_empty());
+    }
+
+    #[test]
+    fn read_only_transactions_go_to_a_replica_whatever_the_split() {
+        let targets = shard(2);
+        let mut bans = Bans::new(3);
+        let now = Instant::now();
+        let mut lb = balancer(
+            LoadBalancingStrategy::RoundRobin,
+            ReadWriteSplit::IncludePrimary,
+        );
+        for _ in 0..10 {
+            let order = lb.candidates(Intent::ReadOnlyTransaction, &targets, &bans, now);
+            assert_ne!(order[0], PRIMARY, "{order:?}");
+            assert_eq!(order.last(), Some(&PRIMARY), "the primary is the fallback");
+        }
+        // Every replica out of rotation: the primary takes it.
+        bans.ban(TargetId(1), now, MINUTE, BanReason::ConnectFailed);
+        bans.ban(TargetId(2), now, MINUTE, BanReason::ConnectFailed);
+        assert_eq!(
+            lb.candidates(Intent::ReadOnlyTransaction, &targets, &bans, now),
+            [PRIMARY]
+        );
     }
 
     #[test]

@@ -12,10 +12,12 @@ pub mod permits;
 pub mod server_conn;
 pub mod server_pool;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use balance::{Balancer, BanReason, Bans, Intent, Target, TargetId, TargetRole};
 
 pub use server_conn::{ScramCache, ServerConn, ServerError, ServerLogin};
 pub use server_pool::{CheckoutError, CheckoutLimits, IdleLimits, PooledConn, ServerPool};
@@ -29,6 +31,8 @@ use crate::ids::ServerId;
 pub struct ClusterServer {
     pub id: ServerId,
     pub role: Role,
+    /// `lb_weight`, for `weighted_round_robin`.
+    pub weight: u8,
     pub shard: u16,
     pub pool: Rc<ServerPool>,
 }
@@ -42,6 +46,19 @@ pub struct Cluster {
     /// Index into `servers` of where writes go: chosen at build, moved by
     /// the control thread's health snapshots where roles are `auto`.
     primary: Cell<usize>,
+    /// Load balancing over the first shard's servers (`TargetId` = position
+    /// among them), its bans, and the settings both follow.
+    balancer: RefCell<Balancer>,
+    bans: RefCell<Bans>,
+    limits: BanLimits,
+}
+
+/// When a server leaves rotation.
+#[derive(Debug, Clone, Copy)]
+pub struct BanLimits {
+    pub ban_timeout: Duration,
+    pub replica_lag: Option<Duration>,
+    pub replica_lag_bytes: Option<u64>,
 }
 
 impl Cluster {
@@ -59,22 +76,127 @@ impl Cluster {
         &self.servers[self.primary.get()].pool
     }
 
-    /// Follows the elected primary of the first shard when its servers have
-    /// `role = "auto"`. With none elected, writes keep going where they went
-    /// (a standby refuses them with its own error).
-    fn apply_health(&self, health: &Health) {
-        let first_shard = self.servers.iter().map(|s| s.shard).min().unwrap_or(0);
-        let Some(elected) = health.primaries.get(&(self.database.clone(), first_shard)) else {
+    /// The servers of the first shard, as `(index into servers, target)`.
+    fn targets(&self) -> impl Iterator<Item = (usize, &ClusterServer)> {
+        let first_shard = self.first_shard();
+        self.servers
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| s.shard == first_shard)
+    }
+
+    fn first_shard(&self) -> u16 {
+        self.servers.iter().map(|s| s.shard).min().unwrap_or(0)
+    }
+
+    /// Where to try a checkout for `intent`, best first, as indices into
+    /// `servers`: the primary for writes; for reads, what the balancer picks
+    /// among the servers in rotation. One server: just it, no balancing.
+    pub fn candidates(&self, intent: Intent, now: Instant) -> Vec<usize> {
+        if self.servers.len() == 1 {
+            return vec![0];
+        }
+        let primary = self.primary.get();
+        let mut indices = Vec::new();
+        let targets: Vec<Target> = self
+            .targets()
+            .enumerate()
+            .map(|(n, (index, server))| {
+                indices.push(index);
+                let role = if index == primary {
+                    TargetRole::Primary
+                } else if server.role == Role::Primary {
+                    // A configured primary that failover moved away from.
+                    TargetRole::Replica
+                } else {
+                    TargetRole::from(server.role)
+                };
+                Target {
+                    id: TargetId(n as u16),
+                    role,
+                    weight: server.weight,
+                    active: server.pool.open_count() - server.pool.idle_count(),
+                }
+            })
+            .collect();
+        let bans = self.bans.borrow();
+        let mut balancer = self.balancer.borrow_mut();
+        let order = balancer.candidates(intent, &targets, &bans, now);
+        order.iter().map(|id| indices[usize::from(id.0)]).collect()
+    }
+
+    /// A checkout on `servers[index]` failed: it leaves rotation for
+    /// `ban_timeout` (unless it is the last server in rotation).
+    pub fn ban(&self, index: usize, reason: BanReason, now: Instant) {
+        let Some(target) = self.targets().position(|(i, _)| i == index) else {
             return;
         };
-        let found = self
-            .servers
-            .iter()
-            .position(|s| s.shard == first_shard && s.role == Role::Auto && &s.id == elected);
-        if let Some(index) = found {
-            if index != self.primary.get() {
-                tracing::info!(database = %self.database, host = %elected.host, port = elected.port, "primary moved");
-                self.primary.set(index);
+        let outcome = self.bans.borrow_mut().ban(
+            TargetId(target as u16),
+            now,
+            self.limits.ban_timeout,
+            reason,
+        );
+        let server = &self.servers[index].id;
+        tracing::warn!(database = %self.database, host = %server.host, port = server.port, ?reason, ?outcome, "server banned");
+    }
+
+    /// Follows the elected primary of the first shard when its servers have
+    /// `role = "auto"` (with none elected, writes keep going where they went,
+    /// and a standby refuses them with its own error); bans servers the
+    /// monitors see down or lagging past `ban_replica_lag(_bytes)`, and lets
+    /// them back once they are well.
+    fn apply_health(&self, health: &Health, now: Instant) {
+        let first_shard = self.first_shard();
+        let elected = health.primaries.get(&(self.database.clone(), first_shard));
+        if let Some(elected) = elected {
+            let found = self
+                .servers
+                .iter()
+                .position(|s| s.shard == first_shard && s.role == Role::Auto && &s.id == elected);
+            if let Some(index) = found {
+                if index != self.primary.get() {
+                    tracing::info!(database = %self.database, host = %elected.host, port = elected.port, "primary moved");
+                    self.primary.set(index);
+                }
+            }
+        }
+        if self.servers.len() == 1 {
+            return;
+        }
+        let targets: Vec<usize> = self.targets().map(|(i, _)| i).collect();
+        for (n, index) in targets.into_iter().enumerate() {
+            let Some(seen) = health.get(&self.servers[index].id) else {
+                continue;
+            };
+            let lagging = seen.in_recovery == Some(true)
+                && (self
+                    .limits
+                    .replica_lag_bytes
+                    .zip(seen.lag_bytes)
+                    .is_some_and(|(limit, lag)| lag > limit)
+                    || self
+                        .limits
+                        .replica_lag
+                        .zip(seen.replay_delay)
+                        .is_some_and(|(limit, lag)| lag > limit));
+            let target = TargetId(n as u16);
+            if !seen.up {
+                self.ban(index, BanReason::HealthCheckFailed, now);
+            } else if lagging {
+                self.ban(index, BanReason::ReplicaLag, now);
+            } else {
+                let mut bans = self.bans.borrow_mut();
+                let by_health = bans.ban_of(target, now).is_some_and(|ban| {
+                    matches!(
+                        ban.reason,
+                        BanReason::HealthCheckFailed | BanReason::ReplicaLag
+                    )
+                });
+                if by_health {
+                    bans.unban(target);
+                    tracing::info!(database = %self.database, host = %self.servers[index].id.host, port = self.servers[index].id.port, "server back in rotation");
+                }
             }
         }
     }
@@ -159,6 +281,7 @@ impl Pools {
                             database_name: server.database_name.clone(),
                         },
                         role: server.role,
+                        weight: server.lb_weight,
                         shard: server.shard,
                         pool,
                     }
@@ -173,6 +296,17 @@ impl Pools {
                 user: spec.user.clone(),
                 mode: spec.pooler_mode,
                 primary: Cell::new(Cluster::choose_primary(&servers)),
+                balancer: RefCell::new(Balancer::new(
+                    snapshot.balancing.strategy,
+                    snapshot.balancing.split,
+                    balance::os_seed(),
+                )),
+                bans: RefCell::new(Bans::new(servers.len())),
+                limits: BanLimits {
+                    ban_timeout: snapshot.health.ban_timeout,
+                    replica_lag: snapshot.health.ban_replica_lag,
+                    replica_lag_bytes: snapshot.health.ban_replica_lag_bytes,
+                },
                 servers,
             };
             clusters.insert(key.clone(), Rc::new(cluster));
@@ -185,8 +319,9 @@ impl Pools {
 
     /// A new health snapshot: clusters follow their elected primaries.
     pub fn apply_health(&self, health: &Health) {
+        let now = Instant::now();
         for cluster in self.clusters.values() {
-            cluster.apply_health(health);
+            cluster.apply_health(health, now);
         }
     }
 

@@ -10,6 +10,7 @@ mod client;
 mod login_auth;
 pub mod params;
 mod relay;
+mod route;
 mod scan;
 pub mod sql_scan;
 mod startup;

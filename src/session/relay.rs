@@ -15,16 +15,17 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 
-use crate::config::{ConnectionRecovery, PreparedStatements};
+use crate::config::{ConnectionRecovery, PreparedStatements, ReadWriteSplit};
 use crate::control::snapshot::Snapshot;
 use crate::core::Core;
 use crate::ids::Epoch;
+use crate::pool::balance::{BanReason, Intent};
 use crate::pool::server_conn::{self, read_more, write_or_read, WriteOrRead};
-use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn};
+use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn, ServerPool};
 use crate::prepared::{self, Books, ClientStatements, ReplyPlan, Verdict};
 use crate::protocol::backend::{BackendMessage, TransactionStatus};
 use crate::protocol::frontend::FrontendKind;
@@ -34,6 +35,7 @@ use crate::pubsub::{self, Subscriber};
 use crate::rt::{self, AsyncWriteExt};
 use crate::session::client::Client;
 use crate::session::params::{self, Params};
+use crate::session::route;
 use crate::session::scan::{
     note_requests, scan_client, scan_server, scan_server_planned, ClientBatch, ServerEvent,
     ServerScan,
@@ -69,6 +71,8 @@ pub struct RelaySettings {
     pub statements_limit: usize,
     /// What happens to a server connection a client leaves in use.
     pub connection_recovery: ConnectionRecovery,
+    /// `read_write_split`, for reads on a cluster of several servers.
+    pub split: ReadWriteSplit,
     /// `client_connection_recovery`: does a client that could not get a
     /// server connection stay connected (`recover`) or is it closed (`drop`)?
     pub keep_client_on_pool_error: bool,
@@ -91,6 +95,7 @@ impl RelaySettings {
             rename_sql: snapshot.prepared_statements == PreparedStatements::Full,
             statements_limit: crate::core::statements_limit(snapshot),
             connection_recovery: snapshot.connection_recovery,
+            split: snapshot.balancing.split,
             keep_client_on_pool_error: snapshot.client_connection_recovery
                 == ConnectionRecovery::Recover,
         }
@@ -476,11 +481,12 @@ impl<'a> Relay<'a> {
         }
         self.handle.waiting.set(true);
         self.handle.withdraw.reset();
-        let mut outcome = self.checkout().await;
+        let intent = self.intent(&batch);
+        let mut outcome = self.checkout(intent).await;
         if matches!(outcome, Checkout::Failed(CheckoutError::Retired)) {
             // A reload retired the pool while we waited: one more try on the new one.
             self.refresh_cluster();
-            outcome = self.checkout().await;
+            outcome = self.checkout(intent).await;
         }
         self.handle.waiting.set(false);
         match outcome {
@@ -578,9 +584,46 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Checks out from the cluster's primary, unless a cancel withdraws the wait.
-    async fn checkout(&self) -> Checkout {
-        let pool = self.cluster.primary().clone();
+    /// What the request needs: asked only of a cluster with a choice to make.
+    fn intent(&self, batch: &ClientBatch) -> Intent {
+        if self.cluster.servers.len() == 1 {
+            return Intent::Write;
+        }
+        let session = route::session_role(self.params.get("pgdog.role"));
+        route::intent(
+            &self.client.buf[..batch.len],
+            &self.statements,
+            &mut self.core.router.borrow_mut(),
+            session,
+            self.settings.split,
+        )
+    }
+
+    /// Checks out a server connection for `intent`, unless a cancel withdraws
+    /// the wait. One server: its pool. Several: the balancer's candidates in
+    /// order; a server whose checkout fails (refused, timed out) is banned
+    /// and the next one tried, so the client sees an error only when every
+    /// candidate failed.
+    async fn checkout(&self, intent: Intent) -> Checkout {
+        if self.cluster.servers.len() == 1 {
+            return self.checkout_from(self.cluster.primary().clone()).await;
+        }
+        let candidates = self.cluster.candidates(intent, Instant::now());
+        let mut outcome = Checkout::Failed(CheckoutError::Timeout);
+        for index in candidates {
+            let pool = self.cluster.servers[index].pool.clone();
+            outcome = self.checkout_from(pool).await;
+            let reason = match &outcome {
+                Checkout::Failed(CheckoutError::Timeout) => BanReason::CheckoutTimeout,
+                Checkout::Failed(CheckoutError::Connect(_)) => BanReason::ConnectFailed,
+                _ => return outcome,
+            };
+            self.cluster.ban(index, reason, Instant::now());
+        }
+        outcome
+    }
+
+    async fn checkout_from(&self, pool: Rc<ServerPool>) -> Checkout {
         let withdraw = self.handle.withdraw.clone();
         let checkout = async {
             match pool.checkout(self.settings.checkout).await {

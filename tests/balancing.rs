@@ -1,0 +1,202 @@
+//! Read/write splitting and load balancing over a primary and its streaming
+//! replica: reads land on the replica, writes and ordinary transactions on
+//! the primary, hints and `pgdog.role` override, round robin spreads reads,
+//! a stopped replica sends reads to the primary without client errors, and a
+//! replica lagging past `ban_replica_lag_bytes` leaves rotation until it
+//! catches up.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::proxy::{connect, USERS};
+use common::{free_port, PgServer, Sleddog};
+use tokio_postgres::Client;
+
+/// A primary and its replica for the file.
+fn servers() -> &'static (PgServer, PgServer) {
+    static SERVERS: OnceLock<(PgServer, PgServer)> = OnceLock::new();
+    SERVERS.get_or_init(|| {
+        let primary = PgServer::start_new("lb-primary");
+        primary.psql(
+            "sleddog",
+            "create table lb_t (id int); grant all on lb_t to public; \
+             create sequence lb_s; grant all on lb_s to public",
+        );
+        let replica = primary.create_replica("lb-replica");
+        (primary, replica)
+    })
+}
+
+fn lb_config(port: u16, general: &str, primary: &PgServer, replica: &PgServer) -> String {
+    format!(
+        "[general]\nhost = \"127.0.0.1\"\nport = {port}\nworkers = 2\n\
+         connect_timeout = 500\ncheckout_timeout = 1000\n{general}\n\n\
+         [[databases]]\nname = \"sleddog\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n\n\
+         [[databases]]\nname = \"sleddog\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"replica\"\n",
+        primary.port(),
+        replica.port()
+    )
+}
+
+async fn on_replica(client: &Client, sql: &str) -> bool {
+    let rows = client.simple_query(sql).await.unwrap();
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_go_to_the_replica_and_writes_to_the_primary() {
+    let (primary, replica) = servers();
+    let port = free_port();
+    let general = "read_write_split = \"exclude_primary\"";
+    let _proxy = Sleddog::start(&lb_config(port, general, primary, replica), USERS);
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    let q = "select pg_is_in_recovery()";
+
+    for _ in 0..5 {
+        assert!(on_replica(&client, q).await, "a plain read");
+    }
+    // Extended protocol too, and a prepared statement reused.
+    let statement = client.prepare(q).await.unwrap();
+    for _ in 0..3 {
+        let row = client.query_one(&statement, &[]).await.unwrap();
+        assert!(row.get::<_, bool>(0), "a prepared read");
+    }
+    client
+        .execute("insert into lb_t values (1)", &[])
+        .await
+        .unwrap();
+    client
+        .simple_query("select nextval('lb_s')")
+        .await
+        .expect("nextval runs on the primary");
+    client
+        .simple_query("select * from lb_t for update")
+        .await
+        .expect("FOR UPDATE runs on the primary");
+    client
+        .simple_query(
+            "with d as (delete from lb_t where id = -1 returning *) select count(*) from d",
+        )
+        .await
+        .expect("a data-modifying CTE runs on the primary");
+
+    // Transactions: conservative to the primary; READ ONLY to the replica.
+    client.simple_query("begin").await.unwrap();
+    assert!(!on_replica(&client, q).await, "a read-write transaction");
+    client.simple_query("commit").await.unwrap();
+    client.simple_query("begin read only").await.unwrap();
+    assert!(on_replica(&client, q).await, "a read-only transaction");
+    client.simple_query("commit").await.unwrap();
+    let both = client
+        .simple_query("start transaction read only; select pg_is_in_recovery()::text; commit")
+        .await
+        .unwrap();
+    assert!(format!("{both:?}").contains("true"), "{both:?}");
+
+    // Hints.
+    assert!(!on_replica(&client, &format!("/* pgdog_role: primary */ {q}")).await);
+    client
+        .simple_query("set pgdog.role to 'primary'")
+        .await
+        .unwrap();
+    assert!(!on_replica(&client, q).await, "SET pgdog.role primary");
+    assert!(on_replica(&client, &format!("/* pgdog_role: replica */ {q}")).await);
+    client.simple_query("reset pgdog.role").await.unwrap();
+    assert!(on_replica(&client, q).await, "after RESET pgdog.role");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_robin_spreads_reads_over_both_servers() {
+    let (primary, replica) = servers();
+    let port = free_port();
+    let general = "load_balancing_strategy = \"round_robin\"";
+    let _proxy = Sleddog::start(&lb_config(port, general, primary, replica), USERS);
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    let mut replica_reads = 0;
+    for _ in 0..40 {
+        if on_replica(&client, "select pg_is_in_recovery()").await {
+            replica_reads += 1;
+        }
+    }
+    // One client lives on one core, whose counter alternates.
+    assert_eq!(replica_reads, 20, "round robin over primary and replica");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_replica_sends_reads_to_the_primary() {
+    let primary = PgServer::start_new("lb-stop-primary");
+    let replica = primary.create_replica("lb-stop-replica");
+    let port = free_port();
+    let general = "read_write_split = \"exclude_primary\"";
+    let proxy = Sleddog::start(&lb_config(port, general, &primary, &replica), USERS);
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    assert!(on_replica(&client, "select pg_is_in_recovery()").await);
+    replica.stop();
+    let mut errors = 0;
+    for _ in 0..20 {
+        match client
+            .simple_query("select pg_is_in_recovery()::text")
+            .await
+        {
+            Ok(rows) => assert!(format!("{rows:?}").contains("false"), "{rows:?}"),
+            Err(_) => errors += 1,
+        }
+    }
+    // At most the query in flight when the replica went away.
+    assert!(errors <= 1, "{errors} errors\n{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lagging_replica_leaves_rotation_until_it_catches_up() {
+    let primary = PgServer::start_new("lb-lag-primary");
+    primary.psql(
+        "sleddog",
+        "create table lag_t (v text); grant all on lag_t to public",
+    );
+    let replica = primary.create_replica("lb-lag-replica");
+    let port = free_port();
+    let general = "read_write_split = \"exclude_primary\"\n\
+                   lsn_check_delay = 0\nlsn_check_interval = 200\n\
+                   ban_replica_lag_bytes = 65536";
+    let proxy = Sleddog::start(&lb_config(port, general, &primary, &replica), USERS);
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    let q = "select pg_is_in_recovery()";
+    assert!(on_replica(&client, q).await);
+
+    replica.psql("postgres", "select pg_wal_replay_pause()");
+    primary.psql(
+        "sleddog",
+        "insert into lag_t select repeat('x', 1000) from generate_series(1, 2000)",
+    );
+    let until = |want_replica: bool| {
+        let client = &client;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if on_replica(client, q).await == want_replica {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    assert!(
+        until(false).await,
+        "the lagging replica was not banned\n{}",
+        proxy.log()
+    );
+    replica.psql("postgres", "select pg_wal_replay_resume()");
+    assert!(
+        until(true).await,
+        "the replica did not come back\n{}",
+        proxy.log()
+    );
+}
