@@ -536,12 +536,17 @@ fn listen_related(
     client: &ClientStatements,
 ) -> bool {
     match kind {
+        // Only an unnamed Parse gets here (a named one is always rewritten).
+        // The rewrite replaces it when it is a LISTEN, by the same parser, so
+        // comments before the verb count; and it clears a LISTEN the unnamed
+        // statement stood for before, which a Parse forwarded untouched would
+        // leave behind for the next Bind.
         FrontendKind::Parse => {
             let sql = span
                 .and_then(|span| body.get(span.end + 1..))
                 .unwrap_or_default();
-            let (first, _) = word(sql);
-            first.eq_ignore_ascii_case(b"listen") || first.eq_ignore_ascii_case(b"unlisten")
+            let sql = sql.split(|b| *b == 0).next().unwrap_or_default();
+            client.unnamed_listen.is_some() || pubsub::parse_listen(sql).is_some()
         }
         FrontendKind::Bind => client.unnamed_listen.is_some(),
         FrontendKind::Execute => client.portal_listen.is_some(),

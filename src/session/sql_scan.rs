@@ -473,12 +473,17 @@ impl<'a> Lexer<'a> {
     }
 
     /// Skips whitespace, `-- ...` and nested `/* ... */` comments.
+    ///
+    /// Whitespace and line ends are the server's, not Rust's: vertical tab
+    /// (0x0b) is a space to the server's lexer (PostgreSQL 16 on) and a
+    /// `--` comment ends at `\r` as well as `\n`. Reading either as anything
+    /// else would hide the statement after it, a false negative.
     fn skip_blanks(&mut self) {
         while let Some(byte) = self.peek(0) {
-            if byte.is_ascii_whitespace() {
+            if byte.is_ascii_whitespace() || byte == 0x0b {
                 self.pos += 1;
             } else if byte == b'-' && self.peek(1) == Some(b'-') {
-                while self.peek(0).is_some_and(|b| b != b'\n') {
+                while self.peek(0).is_some_and(|b| b != b'\n' && b != b'\r') {
                     self.pos += 1;
                 }
             } else if byte == b'/' && self.peek(1) == Some(b'*') {
@@ -637,6 +642,11 @@ mod tests {
         ("/* SET x */ SELECT 1", "", 1),
         ("/* a /* nested SET */ still comment */ SELECT 1", "", 1),
         ("-- SET x = 1\nSELECT 1", "", 1),
+        // Found by tests/fuzz (sql): the server ends a `--` comment at a
+        // carriage return too, and takes a vertical tab for a space.
+        ("-- c\rSET a = 1", "g", 1),
+        ("\x0bSET\x0ba.b = 1", "gc", 1),
+        ("\x0b\x0bLISTEN chan", "l", 1),
         ("SELECT 1; SET a = 1", "g", 2),
         ("SELECT $$;SET$$", "", 1),
         ("SELECT $tag$ $$ ; SET a=1 $tag$", "", 1),

@@ -592,3 +592,31 @@ fn sql_statement_forms() {
         &ClientStatements::default()
     ));
 }
+
+/// Found by tests/fuzz (frontend): `needs_rewrite` must say yes whenever the
+/// rewrite would change the batch or the books, since the relay forwards a
+/// "no" batch untouched. A comment before LISTEN hid it from the first-word
+/// test, and a plain unnamed Parse did not clear the LISTEN its predecessor
+/// stood for.
+#[test]
+fn needs_rewrite_agrees_with_the_rewrite_on_unnamed_listen() {
+    let mut rig = Rig::new();
+    rig.client = ClientStatements::new(true, false, false);
+    let commented = [parse("", "/* c */ LISTEN chan"), sync()].concat();
+    assert!(needs_rewrite(&commented, &rig.client));
+
+    rig.send(&[parse("", "LISTEN chan"), sync()]);
+    rig.reply(&[ok(b'1'), ready()]);
+    let plain = [parse("", "select 1"), sync()];
+    assert!(needs_rewrite(&plain.concat(), &rig.client));
+    rig.send(&plain);
+    rig.reply(&[ok(b'1'), ready()]);
+    // The Bind now binds `select 1`: no LISTEN is carried out for it.
+    assert!(!needs_rewrite(
+        &[bind(""), execute(), sync()].concat(),
+        &rig.client
+    ));
+    rig.send(&[bind(""), execute(), sync()]);
+    rig.reply(&[ok(b'2'), command("SELECT 1"), ready()]);
+    assert!(rig.client.done_listens.is_empty());
+}
