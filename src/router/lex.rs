@@ -320,7 +320,7 @@ fn is_locking(text: &[u8], token: Token, recent: &[Option<Token>; 3]) -> bool {
 fn names_write_function(text: &[u8], token: Token) -> bool {
     match token {
         Token::Word { start, end } => {
-            let mut lower = [0u8; 32];
+            let mut lower = [0u8; 64];
             let name = &text[start..end];
             if name.len() > lower.len() {
                 return false;
