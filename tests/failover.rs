@@ -53,7 +53,7 @@ async fn writes_follow_a_promoted_replica() {
         }
     }
     let in_recovery: bool = client
-        .query_one("select pg_is_in_recovery()", &[])
+        .query_one("/* pgdog_role: primary */ select pg_is_in_recovery()", &[])
         .await
         .unwrap()
         .get(0);
@@ -96,7 +96,7 @@ async fn writes_follow_a_promoted_replica() {
         stopped.elapsed()
     );
     let count: i64 = client
-        .query_one("select count(*) from failover_t", &[])
+        .query_one("/* pgdog_role: primary */ select count(*) from failover_t", &[])
         .await
         .unwrap()
         .get(0);
