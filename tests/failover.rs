@@ -96,7 +96,10 @@ async fn writes_follow_a_promoted_replica() {
         stopped.elapsed()
     );
     let count: i64 = client
-        .query_one("/* pgdog_role: primary */ select count(*) from failover_t", &[])
+        .query_one(
+            "/* pgdog_role: primary */ select count(*) from failover_t",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

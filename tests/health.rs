@@ -99,3 +99,51 @@ fn probes_tell_primary_from_replica_and_follow_a_promotion() {
     assert!(promoted, "the promoted replica was not elected");
     assert!(!monitor.health().get(&id(&primary)).unwrap().up);
 }
+
+/// `healthcheck_interval`: a pooled connection idle that long runs an empty
+/// query before it is handed out; one whose backend does not answer within
+/// `healthcheck_timeout` is closed and the client gets a fresh connection
+/// instead of hanging on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_pooled_connection_fails_its_checkout_health_check() {
+    use common::proxy::{config, connect, USERS};
+    let server = PgServer::start_new("health-checkout");
+    let port = common::free_port();
+    let general = "healthcheck_interval = 0\nhealthcheck_timeout = 300\ncheckout_timeout = 5000";
+    let toml = config(port, server.port(), general).replace("workers = 2", "workers = 1");
+    let _proxy = common::Sleddog::start(&toml, USERS);
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    let pid: i32 = client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The backend stops answering but keeps its socket open.
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.query_one("select pg_backend_pid()", &[]),
+    )
+    .await;
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status();
+    let row = result
+        .expect("the checkout hung on a dead connection")
+        .unwrap();
+    assert_ne!(
+        row.get::<_, i32>(0),
+        pid,
+        "the hung connection was handed out"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -234,6 +234,8 @@ impl Pools {
         let limits = IdleLimits {
             idle: snapshot.timeouts.idle,
             lifetime: snapshot.timeouts.server_lifetime,
+            healthcheck_interval: snapshot.health.healthcheck_interval,
+            healthcheck_timeout: snapshot.health.healthcheck_timeout,
         };
         let mut old: Vec<Rc<ServerPool>> = self
             .clusters

@@ -35,6 +35,10 @@ pub struct CheckoutLimits {
 pub struct IdleLimits {
     pub idle: Duration,
     pub lifetime: Duration,
+    /// A connection idle longer than this is checked (an empty query, bounded
+    /// by `healthcheck_timeout`) before it is handed out.
+    pub healthcheck_interval: Duration,
+    pub healthcheck_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -145,13 +149,30 @@ impl ServerPool {
                 .ok_or(CheckoutError::Timeout)?
                 .map_err(|_| CheckoutError::Retired)?,
         };
-        let now = Instant::now();
-        while let Some(conn) = self.idle.borrow_mut().pop() {
-            if self.usable(&conn, now) {
-                return Ok(self.wrap(conn, permit));
+        loop {
+            let next = self.idle.borrow_mut().pop();
+            let Some(mut conn) = next else {
+                break;
+            };
+            let now = Instant::now();
+            if !self.usable(&conn, now) {
+                tracing::debug!(host = %self.host, "closing an idle connection that is not clean");
+                self.closed_one();
+                continue;
             }
-            tracing::debug!(host = %self.host, "closing an idle connection that is not clean");
-            self.closed_one();
+            let idle_limits = self.limits.get();
+            if now.duration_since(conn.last_used) >= idle_limits.healthcheck_interval {
+                // healthcheck_interval: a connection unused that long proves
+                // itself with an empty query first; one that fails is closed.
+                let check = rt::timeout(idle_limits.healthcheck_timeout, conn.execute(";")).await;
+                if !matches!(check, Some(Ok(()))) {
+                    tracing::warn!(host = %self.host, port = self.port, "health check failed; closing the connection");
+                    self.closed_one();
+                    continue;
+                }
+                conn.last_used = Instant::now();
+            }
+            return Ok(self.wrap(conn, permit));
         }
         let conn = self.open_one(limits.connect).await?;
         Ok(self.wrap(conn, permit))

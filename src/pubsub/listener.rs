@@ -284,6 +284,8 @@ mod tests {
         let limits = IdleLimits {
             idle: Duration::from_secs(60),
             lifetime: Duration::from_secs(3600),
+            healthcheck_interval: Duration::from_secs(30),
+            healthcheck_timeout: Duration::from_secs(5),
         };
         let login = ServerLogin {
             user: "user".into(),
