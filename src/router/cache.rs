@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use super::classified::Classified;
 use super::classify::classify;
+use super::lex::shape;
 
 /// PgDog's default `query_cache_limit` (general settings).
 pub const QUERY_CACHE_LIMIT_DEFAULT: usize = 1_000;
@@ -56,6 +57,8 @@ pub struct QueryCache {
     newest: u32,
     oldest: u32,
     stats: QueryCacheStats,
+    /// Scratch for the key of the statement at hand (`lex::shape`).
+    key: String,
 }
 
 impl QueryCache {
@@ -70,6 +73,7 @@ impl QueryCache {
             newest: NIL,
             oldest: NIL,
             stats: QueryCacheStats::default(),
+            key: String::new(),
         }
     }
 
@@ -79,24 +83,39 @@ impl QueryCache {
     }
 
     /// The cached classification of `sql`, or `classify_miss(sql)` stored.
-    /// The classifier is a parameter so tests can count misses.
+    /// The classifier is a parameter so tests can count misses. Texts that
+    /// differ only in their constants share one entry (`lex::shape`).
     pub fn get_or_insert_with(
         &mut self,
         sql: &str,
         classify_miss: impl FnOnce(&str) -> Classified,
     ) -> Classified {
-        if let Some(&slot) = self.index.get(sql) {
+        if sql.len() > QUERY_CACHE_STATEMENT_BYTES_MAX || self.limit == 0 {
+            self.stats.misses += 1;
+            self.stats.uncached += 1;
+            return classify_miss(sql);
+        }
+        let mut key = std::mem::take(&mut self.key);
+        let shaped = shape(sql, &mut key);
+        let classified = self.lookup(if shaped { &key } else { sql }, sql, classify_miss);
+        self.key = key;
+        classified
+    }
+
+    fn lookup(
+        &mut self,
+        key: &str,
+        sql: &str,
+        classify_miss: impl FnOnce(&str) -> Classified,
+    ) -> Classified {
+        if let Some(&slot) = self.index.get(key) {
             self.stats.hits += 1;
             self.touch(slot);
             return self.entries[slot as usize].classified;
         }
         self.stats.misses += 1;
         let classified = classify_miss(sql);
-        if self.limit == 0 || sql.len() > QUERY_CACHE_STATEMENT_BYTES_MAX {
-            self.stats.uncached += 1;
-        } else {
-            self.insert(sql, classified);
-        }
+        self.insert(key, classified);
         classified
     }
 
@@ -233,20 +252,20 @@ mod tests {
                 classify(sql)
             });
         };
-        for sql in ["SELECT 1", "SELECT 2", "SELECT 3"] {
+        for sql in ["SELECT a", "SELECT b", "SELECT c"] {
             get(&mut cache, sql);
         }
-        get(&mut cache, "SELECT 1"); // 1 is now newest; 2 is oldest.
-        get(&mut cache, "SELECT 4"); // evicts 2.
+        get(&mut cache, "SELECT a"); // a is now newest; b is oldest.
+        get(&mut cache, "SELECT d"); // evicts b.
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.stats().evictions, 1);
-        get(&mut cache, "SELECT 1");
-        get(&mut cache, "SELECT 3");
-        get(&mut cache, "SELECT 4");
+        get(&mut cache, "SELECT a");
+        get(&mut cache, "SELECT c");
+        get(&mut cache, "SELECT d");
         assert_eq!(cache.stats().hits, 4);
-        get(&mut cache, "SELECT 2"); // a miss again; evicts 1 (oldest now).
+        get(&mut cache, "SELECT b"); // a miss again; evicts a (oldest now).
         assert_eq!(cache.stats().misses, 5);
-        get(&mut cache, "SELECT 1");
+        get(&mut cache, "SELECT a");
         assert_eq!(cache.stats().misses, 6);
         assert_eq!(cache.len(), 3);
         assert_eq!(misses, 6);
@@ -256,16 +275,48 @@ mod tests {
     fn limit_of_one_and_zero() {
         let mut one = QueryCache::new(1);
         for _ in 0..3 {
-            one.get_or_classify("SELECT 1");
-            one.get_or_classify("SELECT 2");
+            one.get_or_classify("SELECT a");
+            one.get_or_classify("SELECT b");
         }
         assert_eq!((one.stats().hits, one.stats().misses, one.len()), (0, 6, 1));
         let mut zero = QueryCache::new(0);
-        zero.get_or_classify("SELECT 1");
-        zero.get_or_classify("SELECT 1");
+        zero.get_or_classify("SELECT a");
+        zero.get_or_classify("SELECT a");
         assert_eq!(
             (zero.stats().misses, zero.stats().uncached, zero.len()),
             (2, 2, 0)
+        );
+    }
+
+    #[test]
+    fn texts_differing_only_in_constants_share_an_entry() {
+        let mut cache = QueryCache::new(10);
+        let hinted = "/* pgdog_sharding_key: 7 */ SELECT v FROM t WHERE id = 1 AND s = 'a'";
+        cache.get_or_classify(hinted);
+        let other = "/* pgdog_sharding_key: 7 */ SELECT v FROM t WHERE id = 9 AND s = 'b'";
+        let got = cache.get_or_classify(other);
+        assert_eq!(cache.stats().hits, 1);
+        assert_eq!(got.hints.sharding_key.unwrap().slice(other), Some("7"));
+        // Different lengths, dollar quotes and parameters are constants too.
+        cache.get_or_classify("SELECT v FROM t WHERE id = 12345");
+        cache.get_or_classify("SELECT v FROM t WHERE id = 54321");
+        cache.get_or_classify("SELECT $a$x$a$, $1");
+        cache.get_or_classify("SELECT $a$y$a$, $2");
+        assert_eq!(cache.stats().hits, 3);
+        // Where the value decides (SET pgdog.role), the text is the key.
+        let replica = cache.get_or_classify("SET pgdog.role TO 'replica'");
+        let primary = cache.get_or_classify("SET pgdog.role TO 'primary'");
+        assert_ne!(replica.role_setting, primary.role_setting);
+        // Identifiers and keywords are kept.
+        assert_ne!(
+            cache.get_or_classify("SELECT nextval('s')").intent,
+            cache.get_or_classify("SELECT currval('s')").intent
+        );
+        let mut key = String::new();
+        assert!(shape("SELECT 'é', 1.5e3, E'\\n' -- 'x'", &mut key));
+        assert_eq!(
+            key, "SELECT ????, ?????, ????? -- 'x'",
+            "byte lengths are kept"
         );
     }
 
@@ -287,7 +338,7 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 17;
             state ^= state << 5;
-            let sql = format!("SELECT {}", state % 40);
+            let sql = format!("SELECT c{}", state % 40);
             let got = cache.get_or_insert_with(&sql, classify);
             assert_eq!(got.intent, Intent::Read);
             assert!(cache.len() <= 16);

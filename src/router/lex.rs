@@ -238,6 +238,48 @@ pub(crate) struct Scan {
     pub hints: Hints,
 }
 
+/// Writes `sql`'s cache key to `out`: the text with every constant (string,
+/// number, dollar-quoted body, `$n`) overwritten byte for byte with `?`, so
+/// that queries differing only in their values share one classification
+/// (pgbench's `... WHERE aid = 42` in the simple protocol, ORMs that inline
+/// values). Lengths are kept, so spans into comments (hints) stay valid for
+/// every text of the same shape; comments, identifiers and keywords are kept,
+/// and they alone decide a classification. False, with `out` untouched
+/// meaning nothing, when the text names `pgdog` (`SET pgdog.role TO
+/// 'replica'`: there the value decides), so the caller keys by the text.
+pub(crate) fn shape(sql: &str, out: &mut String) -> bool {
+    let text = sql.as_bytes();
+    let mut lexer = Lexer::new(text);
+    out.clear();
+    let mut copied = 0;
+    loop {
+        let before = lexer.at;
+        let Some(token) = lexer.next_token() else {
+            break;
+        };
+        match token {
+            Token::Word { start, end } if text[start..end].eq_ignore_ascii_case(b"pgdog") => {
+                return false;
+            }
+            Token::Constant => {
+                let start = before
+                    + text[before..lexer.at]
+                        .iter()
+                        .take_while(|b| b.is_ascii_whitespace() || **b == 0x0b)
+                        .count();
+                // Constants begin and end at ASCII bytes (or the end of the
+                // text), so the copied pieces stay whole UTF-8.
+                out.push_str(&sql[copied..start]);
+                out.extend(std::iter::repeat_n('?', lexer.at - start));
+                copied = lexer.at;
+            }
+            _ => {}
+        }
+    }
+    out.push_str(&sql[copied..]);
+    true
+}
+
 /// Scans `sql` once. Never fails: malformed text yields what was seen.
 pub(crate) fn scan(sql: &str) -> Scan {
     let text = sql.as_bytes();
