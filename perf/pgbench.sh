@@ -2,7 +2,8 @@
 # pgbench against direct Postgres, sleddog and PgBouncer (when installed), interleaved.
 #
 # Starts its own Postgres (initdb, pgbench -i -s $SCALE), its own sleddog (release build,
-# workers = 2, pool size $POOL_SIZE, transaction mode) and its own PgBouncer (transaction
+# workers = 2, pool size $POOL_SIZE, transaction mode), a second sleddog, sleddog_lb, with
+# that server listed twice (primary and replica), and its own PgBouncer (transaction
 # mode, same pool size), then for each repetition runs every test against every target in
 # turn, so slow drift of the machine hits all targets alike.
 #
@@ -16,7 +17,8 @@
 # A target that fails to start or whose run fails is reported as FAIL and the rest go on.
 #
 # Env: DURATION (s, default 20), REPS (default 3), SCALE (default 10), POOL_SIZE (16),
-#      TARGETS (default "direct sleddog pgbouncer"), TESTS (names below, default all),
+#      TARGETS (default "direct sleddog sleddog_lb pgbouncer"), TESTS (names below,
+#      default all),
 #      SLEDDOG_BIN (default: cargo build --release, then target/release/sleddog),
 #      RESULTS (default perf/RESULTS.md; "-" to skip writing), KEEP=1 keeps the work dir.
 set -euo pipefail
@@ -29,7 +31,7 @@ DURATION=${DURATION:-20}
 REPS=${REPS:-3}
 SCALE=${SCALE:-10}
 POOL_SIZE=${POOL_SIZE:-16}
-TARGETS=${TARGETS:-direct sleddog pgbouncer}
+TARGETS=${TARGETS:-direct sleddog sleddog_lb pgbouncer}
 RESULTS=${RESULTS:-$ROOT/perf/RESULTS.md}
 
 # name | clients | pgbench arguments
@@ -50,15 +52,16 @@ chown_pg "$WORK"
 PGBIN=$(pg_bindir)
 PG_PORT=$(free_port)
 SD_PORT=$(free_port)
+LB_PORT=$(free_port)
 PB_PORT=$(free_port)
-declare -A PORT=([direct]=$PG_PORT [sleddog]=$SD_PORT [pgbouncer]=$PB_PORT)
+declare -A PORT=([direct]=$PG_PORT [sleddog]=$SD_PORT [sleddog_lb]=$LB_PORT [pgbouncer]=$PB_PORT)
 declare -A PID=()
 declare -A BROKEN=()  # target -> why it could not be started
 FAILURES=()
 
 cleanup() {
     local t
-    for t in sleddog pgbouncer; do
+    for t in sleddog sleddog_lb pgbouncer; do
         [ -n "${PID[$t]:-}" ] || continue
         kill -TERM "${PID[$t]}" 2>/dev/null || true
         for _ in $(seq 30); do
@@ -123,13 +126,30 @@ sleddog_bin() {
 }
 
 start_sleddog() {
-    local bin
-    bin=$(sleddog_bin) || { BROKEN[sleddog]="release build failed"; return; }
-    mkdir -p "$WORK/sleddog"
-    cat >"$WORK/sleddog/pgdog.toml" <<TOML
+    launch_sleddog sleddog ""
+}
+
+# The same Postgres listed twice, as primary and replica: every query is then
+# classified and balanced (issue 4's "cost of a cluster" figure).
+start_sleddog_lb() {
+    launch_sleddog sleddog_lb "
+[[databases]]
+name = \"bench\"
+host = \"127.0.0.1\"
+port = $PG_PORT
+database_name = \"bench\"
+role = \"replica\"
+"
+}
+
+launch_sleddog() {
+    local t=$1 extra=$2 bin
+    bin=$(sleddog_bin) || { BROKEN[$t]="release build failed"; return; }
+    mkdir -p "$WORK/$t"
+    cat >"$WORK/$t/pgdog.toml" <<TOML
 [general]
 host = "127.0.0.1"
-port = $SD_PORT
+port = ${PORT[$t]}
 workers = 2
 default_pool_size = $POOL_SIZE
 pooler_mode = "transaction"
@@ -139,18 +159,19 @@ name = "bench"
 host = "127.0.0.1"
 port = $PG_PORT
 database_name = "bench"
+$extra
 TOML
-    cat >"$WORK/sleddog/users.toml" <<TOML
+    cat >"$WORK/$t/users.toml" <<TOML
 [[users]]
 name = "bench"
 database = "bench"
 password = "bench"
 pool_size = $POOL_SIZE
 TOML
-    log "starting sleddog on $SD_PORT"
-    (cd "$WORK/sleddog" && exec "$bin" -c pgdog.toml -u users.toml >>"$WORK/sleddog.log" 2>&1 </dev/null) &
-    PID[sleddog]=$!
-    wait_target sleddog
+    log "starting $t on ${PORT[$t]}"
+    (cd "$WORK/$t" && exec "$bin" -c pgdog.toml -u users.toml >>"$WORK/$t.log" 2>&1 </dev/null) &
+    PID[$t]=$!
+    wait_target "$t"
 }
 
 start_pgbouncer() {
@@ -358,6 +379,8 @@ report() {
   the others: compare ratios, not absolute numbers across machines.
 - tps, p50 and p99 are medians over the repetitions; latency is pgbench's per-transaction
   time (--log); proxy CPU is utime+stime of the proxy process per transaction.
+- sleddog_lb: sleddog with the same Postgres listed twice (primary and replica), so every
+  transaction is classified (read/write) and balanced: the cost of a cluster.
 
 $(table)
 EOF
@@ -381,7 +404,7 @@ start_postgres
 for t in $TARGETS; do
     case $t in
     direct) ;;
-    sleddog | pgbouncer) "start_$t" ;;
+    sleddog | sleddog_lb | pgbouncer) "start_$t" ;;
     *) die "unknown target $t" ;;
     esac
 done

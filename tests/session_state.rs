@@ -188,3 +188,49 @@ async fn many_clients_never_see_each_others_settings() {
     });
     join_all(clients).await;
 }
+
+/// Reported settings from the startup packet reach the client as Postgres
+/// shows them: sleddog logs clients in without a server, so it sends them
+/// once a server has applied them, before the first reply.
+#[test]
+fn startup_settings_are_reported_as_postgres_shows_them() {
+    use common::proxy::{query, Raw};
+    let extra = [("DateStyle", "german"), ("TimeZone", "utc")];
+    let direct = |port: u16| {
+        let (mut raw, reported) = Raw::login_with(port, "sd_trust", None, &extra);
+        raw.send(&query("select 1"));
+        let later: Vec<(String, String)> = raw
+            .until_ready()
+            .iter()
+            .filter(|m| m.tag == b'S')
+            .map(|m| m.parameter_status())
+            .collect();
+        // What the client believes once its first query is answered.
+        let mut seen = reported;
+        for (name, value) in later {
+            match seen.iter_mut().find(|(n, _)| *n == name) {
+                Some(entry) => entry.1 = value,
+                None => seen.push((name, value)),
+            }
+        }
+        let keep = ["DateStyle", "TimeZone"];
+        let mut seen: Vec<_> = seen
+            .into_iter()
+            .filter(|(n, _)| keep.contains(&n.as_str()))
+            .collect();
+        seen.sort();
+        seen
+    };
+    let port = free_port();
+    let trusting = Sleddog::start(&config(port, pg().port(), "auth_type = \"trust\""), USERS);
+    let through_proxy = direct(trusting.port);
+    let from_postgres = direct(pg().port());
+    assert_eq!(through_proxy, from_postgres);
+    assert_eq!(
+        from_postgres,
+        [
+            ("DateStyle".to_owned(), "German, DMY".to_owned()),
+            ("TimeZone".to_owned(), "UTC".to_owned())
+        ]
+    );
+}

@@ -24,6 +24,7 @@ use crate::control::snapshot::Snapshot;
 use crate::core::Core;
 use crate::ids::Epoch;
 use crate::pool::balance::{BanReason, Intent};
+use crate::pool::login;
 use crate::pool::server_conn::{self, read_more, write_or_read, WriteOrRead};
 use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn, ServerPool};
 use crate::prepared::{self, Books, ClientStatements, ReplyPlan, Verdict};
@@ -176,6 +177,10 @@ pub struct Relay<'a> {
     sending: bool,
     /// Settings from the client's startup packet.
     startup: Params,
+    /// Its startup packet set reported settings besides application_name:
+    /// their values go to the client once a server has applied them
+    /// (`report_startup_settings`).
+    report_startup: bool,
     /// The client's session settings: what a server connection must carry
     /// while this client uses it (transaction mode).
     params: Params,
@@ -212,6 +217,10 @@ impl<'a> Relay<'a> {
         let listen_here = !settings.session_mode && core.pubsub.is_enabled();
         let rename_unnamed = settings.rename_statements && settings.rename_unnamed;
         let rename_sql = settings.rename_statements && settings.rename_sql;
+        let report_startup = !settings.session_mode
+            && startup
+                .iter()
+                .any(|(name, _)| name != "application_name" && params::is_reported(name));
         Relay {
             core,
             handle,
@@ -232,6 +241,7 @@ impl<'a> Relay<'a> {
             to_server: BytesMut::new(),
             sending: false,
             params: startup.clone(),
+            report_startup,
             custom_names: startup.custom_names().map(str::to_owned).collect(),
             startup,
             capture: false,
@@ -497,6 +507,10 @@ impl<'a> Relay<'a> {
                     let message = format!("could not apply the session's settings: {error}");
                     return self.fail_request(batch, "08006", &message).await;
                 }
+                if self.report_startup {
+                    self.report_startup = false;
+                    self.report_startup_settings(&mut conn).await;
+                }
                 self.handle.set_server(Some(conn.cancel_key.clone()));
                 self.server = Some(conn);
                 self.dirty = false;
@@ -554,6 +568,50 @@ impl<'a> Relay<'a> {
                 Err(error.to_string())
             }
             None => Err("timed out".to_owned()),
+        }
+    }
+
+    /// Once per session, on its first server connection (now at the client's
+    /// settings): the reported settings its startup packet set, as Postgres
+    /// shows them (`DateStyle=iso` reads `ISO, MDY`), go to the client as
+    /// ParameterStatus. At login it was told the pool's values, since sleddog
+    /// logs clients in without a server.
+    async fn report_startup_settings(&mut self, conn: &mut PooledConn) {
+        let names: Vec<String> = self
+            .startup
+            .iter()
+            .filter(|(name, _)| *name != "application_name" && params::is_reported(name))
+            .map(|(name, _)| {
+                // The server's spelling (DateStyle), as it reported it at login.
+                conn.params
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map_or_else(|| name.to_owned(), |(n, _)| n.clone())
+            })
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let columns: Vec<String> = names
+            .iter()
+            .map(|name| format!("current_setting('{}')", name.replace('\'', "''")))
+            .collect();
+        let sql = format!("SELECT {}", columns.join(", "));
+        let rows = match rt::timeout(RESET_TIMEOUT, conn.query_rows(&sql)).await {
+            Some(Ok(rows)) => rows,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "could not read the session's startup settings");
+                return;
+            }
+            None => return,
+        };
+        let Some(Ok(values)) = rows.first().map(|row| login::row_values(row)) else {
+            return;
+        };
+        for (name, value) in names.iter().zip(values) {
+            if let Some(value) = value {
+                write::parameter_status(&mut self.client.out, name, &value);
+            }
         }
     }
 

@@ -89,6 +89,13 @@ impl Msg {
         self.field(b'C')
     }
 
+    /// (name, value) of a ParameterStatus.
+    pub fn parameter_status(&self) -> (String, String) {
+        let mut parts = self.body.split(|b| *b == 0);
+        let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+        (next(), next())
+    }
+
     pub fn field(&self, code: u8) -> Option<String> {
         let mut fields = self.body.split(|b| *b == 0);
         fields.find_map(|f| {
@@ -137,6 +144,17 @@ impl Raw {
     /// Connects and logs in as `user` with cleartext, md5-less trust or a
     /// cleartext password (sleddog must run with auth_type "trust" or "plain").
     pub fn login(port: u16, user: &str, password: Option<&str>) -> Raw {
+        Raw::login_with(port, user, password, &[]).0
+    }
+
+    /// Logs in with `extra` startup parameters; returns the connection and
+    /// the ParameterStatus values the login reported.
+    pub fn login_with(
+        port: u16,
+        user: &str,
+        password: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> (Raw, Vec<(String, String)>) {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to sleddog");
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
@@ -144,7 +162,9 @@ impl Raw {
         let mut raw = Raw { stream };
         let mut body = Vec::new();
         body.extend_from_slice(&196608u32.to_be_bytes());
-        for (k, v) in [("user", user), ("database", "sleddog")] {
+        let mut reported = Vec::new();
+        let base = [("user", user), ("database", "sleddog")];
+        for &(k, v) in base.iter().chain(extra) {
             body.extend_from_slice(k.as_bytes());
             body.push(0);
             body.extend_from_slice(v.as_bytes());
@@ -164,7 +184,8 @@ impl Raw {
                 }
                 b'R' => {}
                 b'E' => panic!("login failed: {:?}", msg.field(b'M')),
-                b'Z' => return raw,
+                b'S' => reported.push(msg.parameter_status()),
+                b'Z' => return (raw, reported),
                 _ => {}
             }
         }
