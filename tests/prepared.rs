@@ -72,9 +72,10 @@ fn seen(msgs: &[Msg]) -> Vec<String> {
         .filter(|m| !matches!(m.tag, b'N' | b'S'))
         .map(|m| match m.tag {
             b'E' => format!(
-                "E {} {}",
+                "E {} {} {}",
                 m.sqlstate().unwrap_or_default(),
-                m.field(b'M').unwrap_or_default()
+                m.field(b'M').unwrap_or_default(),
+                m.field(b'P').unwrap_or_default()
             ),
             b'C' => format!("C {}", String::from_utf8_lossy(&m.body[..m.body.len() - 1])),
             b'Z' => format!("Z {}", m.body[0] as char),
@@ -328,6 +329,25 @@ fn full_mode_sql_prepare_and_execute_like_postgres() {
         // A statement prepared by Parse runs through EXECUTE as well.
         ([named_parse("proto", "select 77"), sync()].concat(), 0),
         q("EXECUTE proto"),
+        // Errors name the client's statement, and positions point into the
+        // client's text.
+        q("EXECUTE proto(1)"),
+        q("PREPARE typed(int) AS SELECT $1"),
+        q("EXECUTE  typed ('x')"),
+        // A Bind whose statement the connection must prepare first is
+        // planned, so its error names the client's statement too.
+        ([named_parse("p2", "select $1::int"), sync()].concat(), 0),
+        q("DISCARD ALL"),
+        (
+            [
+                named_parse("p3", "select $1::int"),
+                named_bind("p3"),
+                execute(),
+                sync(),
+            ]
+            .concat(),
+            0,
+        ),
         // In a failed transaction PREPARE is refused, and so never defined.
         q("BEGIN"),
         q("SELECT 1/0"),

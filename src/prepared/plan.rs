@@ -14,9 +14,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::backend::BackendKind;
+use crate::protocol::backend::{BackendKind, ErrorFields};
+use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::write;
 
 use super::cache::{Statement, StatementId};
@@ -109,6 +110,68 @@ pub(super) struct Entry {
     /// An Execute that stands for this LISTEN/UNLISTEN: carried out when it
     /// completes.
     pub listen: Option<crate::pubsub::ListenCommand>,
+    /// The message named a statement by its server-side name: the server's
+    /// errors are told in the client's terms.
+    pub renamed: Option<Box<Renamed>>,
+}
+
+/// How a renamed message's errors read for the client.
+#[derive(Debug)]
+pub(super) struct Renamed {
+    /// `"__sleddog_N"` in a message becomes `"client"`.
+    pub server: Box<str>,
+    pub client: Box<str>,
+    /// A cursor position (`P`, in characters) past `after` moves by `shift`:
+    /// the Query text sent differs from the client's in the name's length.
+    pub after: u32,
+    pub shift: i64,
+}
+
+impl Renamed {
+    /// The ErrorResponse `msg` with the server's name and positions put back
+    /// into the client's terms; None when nothing changes (or it does not
+    /// decode).
+    fn rewrite(&self, msg: &[u8]) -> Option<BytesMut> {
+        let fields = ErrorFields::parse(msg.get(HEADER_LEN..)?).ok()?;
+        let quoted = format!("\"{}\"", self.server);
+        let changes = fields
+            .iter()
+            .any(|(code, value)| (code == b'P' && self.shift != 0) || value.contains(&quoted[..]));
+        if !changes {
+            return None;
+        }
+        let client = format!("\"{}\"", self.client);
+        let mut body = BytesMut::new();
+        for (code, value) in fields.iter() {
+            body.put_u8(code);
+            if code == b'P' {
+                let position = value.parse::<i64>().ok()?;
+                let moved = if position > i64::from(self.after) {
+                    (position + self.shift).max(1)
+                } else {
+                    position
+                };
+                body.put_slice(moved.to_string().as_bytes());
+            } else {
+                body.put_slice(value.replace(&quoted[..], &client).as_bytes());
+            }
+            body.put_u8(0);
+        }
+        body.put_u8(0);
+        let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
+        out.put_u8(BackendKind::ErrorResponse.tag());
+        out.put_u32((4 + body.len()) as u32);
+        out.put_slice(&body);
+        Some(out)
+    }
+}
+
+/// Writes an error the server sent for `entry`, in the client's terms.
+fn forward_error(renamed: Option<&Renamed>, msg: &[u8], out: &mut BytesMut) {
+    match renamed.and_then(|renamed| renamed.rewrite(msg)) {
+        Some(rewritten) => out.extend_from_slice(&rewritten),
+        None => out.extend_from_slice(msg),
+    }
 }
 
 impl Entry {
@@ -121,7 +184,13 @@ impl Entry {
             described: false,
             failed: false,
             listen: None,
+            renamed: None,
         }
+    }
+
+    pub fn renamed(mut self, renamed: Renamed) -> Entry {
+        self.renamed = Some(Box::new(renamed));
+        self
     }
 
     pub fn undo_client(mut self, undo: ClientUndo) -> Entry {
@@ -179,10 +248,15 @@ impl ReplyPlan {
     /// ended with a sync point, so that a later plan can find where its
     /// replies end by counting ReadyForQuery (`begin_after`).
     pub fn drop_if_plain(&mut self) {
+        // A renamed Bind or Describe stays plain (steady-state `-M prepared`
+        // keeps the zero-copy path; its rare errors then keep the server's
+        // name), but a renamed SQL EXECUTE keeps its plan, so that its errors
+        // and cursor positions read in the client's terms.
         let plain = self.entries.iter().all(|entry| {
             matches!(entry.action, Action::Forward)
                 && matches!(entry.client, ClientUndo::None)
                 && matches!(entry.server, ServerUndo::None)
+                && !(entry.renamed.is_some() && matches!(entry.expect, Expect::Ready { .. }))
         });
         if plain {
             self.entries.clear();
@@ -288,14 +362,14 @@ impl ReplyPlan {
             entry.failed = true;
             match &entry.action {
                 Action::ReplaceError(error) => out.extend_from_slice(error),
-                _ => out.extend_from_slice(msg),
+                _ => forward_error(entry.renamed.as_deref(), msg, out),
             }
             return;
         }
         let entry = self.entries.pop_front().expect("caller checked");
         match &entry.action {
             Action::ReplaceError(error) => out.extend_from_slice(error),
-            _ => out.extend_from_slice(msg),
+            _ => forward_error(entry.renamed.as_deref(), msg, out),
         }
         undo(entry, books);
         // Only a Sync ends the skipping: Postgres ignores even a simple Query

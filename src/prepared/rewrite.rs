@@ -22,7 +22,7 @@ use crate::pubsub;
 
 use super::cache::{server_name, Statement, StatementCache};
 use super::client::ClientStatements;
-use super::plan::{Action, ClientUndo, Entry, Expect, ReplyPlan, ServerUndo};
+use super::plan::{Action, ClientUndo, Entry, Expect, Renamed, ReplyPlan, ServerUndo};
 use super::server::ServerStatements;
 
 /// The three sets of books a rewrite and its replies keep.
@@ -261,7 +261,12 @@ fn renamed(
     out.put_slice(&body[..span.start]);
     out.put_slice(new_name);
     out.put_slice(&body[span.end..]);
-    plan.push(Entry::new(expect, Action::Forward));
+    plan.push(Entry::new(expect, Action::Forward).renamed(Renamed {
+        server: statement.server_name.clone(),
+        client: name.into(),
+        after: 0,
+        shift: 0,
+    }));
 }
 
 /// Sends a hidden Parse when the server connection lacks `statement`.
@@ -325,11 +330,14 @@ fn query(
     // In a failed transaction Postgres refuses these: let it.
     if books.client.sql && status != TransactionStatus::Failed {
         if let Some((name, definition)) = sql_prepare(sql) {
-            return sql_prepare_named(&name, definition, books, out, plan);
+            // Where the definition starts in the client's text, in characters.
+            let offset = definition.as_ptr() as usize - sql.as_ptr() as usize;
+            let definition_at = chars(&sql[..offset]);
+            return sql_prepare_named(&name, definition, definition_at, books, out, plan);
         }
         if let Some((name, span)) = sql_execute(sql) {
             if let Some(statement) = books.client.get(&name).cloned() {
-                return sql_execute_named(sql, span, &statement, books, out, plan);
+                return sql_execute_named(sql, &name, span, &statement, books, out, plan);
             }
         }
     }
@@ -371,6 +379,7 @@ fn query(
 fn sql_prepare_named(
     name: &str,
     definition: &str,
+    definition_at: usize,
     books: &mut Books<'_>,
     out: &mut BytesMut,
     plan: &mut ReplyPlan,
@@ -400,11 +409,25 @@ fn sql_prepare_named(
     }
     close_evicted(books.server.insert(statement.id), out, plan);
     out.extend_from_slice(&statement.parse);
+    // The server's text is `PREPARE <server name> <definition>`; the
+    // client's has the definition at `definition_at`.
+    let sent_at = chars("PREPARE ") + chars(&statement.server_name) + 1;
+    let renamed = Renamed {
+        server: statement.server_name.clone(),
+        client: name.into(),
+        after: sent_at as u32,
+        shift: definition_at as i64 - sent_at as i64,
+    };
     plan.push(
         Entry::new(ready, Action::Forward)
             .undo_client(undo)
-            .undo_server(ServerUndo::Prepared(statement)),
+            .undo_server(ServerUndo::Prepared(statement))
+            .renamed(renamed),
     );
+}
+
+fn chars(text: &str) -> usize {
+    text.chars().count()
 }
 
 /// Fails with no side effects; its error is replaced (a duplicate `PREPARE`).
@@ -414,6 +437,7 @@ const DUPLICATE_PREPARE_SQL: &str = "DO $$BEGIN RAISE EXCEPTION 'sleddog: prepar
 /// text becomes the server's, the statement prepared first when missing.
 fn sql_execute_named(
     sql: &str,
+    client_name: &str,
     span: std::ops::Range<usize>,
     statement: &Rc<Statement>,
     books: &mut Books<'_>,
@@ -427,9 +451,16 @@ fn sql_execute_named(
         statement.server_name,
         &sql[span.end..]
     );
+    let name_at = chars(&sql[..span.start]);
+    let renamed = || Renamed {
+        server: statement.server_name.clone(),
+        client: client_name.into(),
+        after: name_at as u32,
+        shift: chars(&sql[span.clone()]) as i64 - chars(&statement.server_name) as i64,
+    };
     if books.server.touch(statement.id) {
         write::query(out, &execute);
-        plan.push(Entry::new(ready, Action::Forward));
+        plan.push(Entry::new(ready, Action::Forward).renamed(renamed()));
         return;
     }
     close_evicted(books.server.insert(statement.id), out, plan);
@@ -450,7 +481,7 @@ fn sql_execute_named(
     write::sync(out);
     plan.push(Entry::new(Expect::Ready { sync: true }, Action::Hide));
     write::query(out, &execute);
-    plan.push(Entry::new(ready, Action::Forward));
+    plan.push(Entry::new(ready, Action::Forward).renamed(renamed()));
 }
 
 /// Cheap first look: does the Query start with PREPARE or EXECUTE?
