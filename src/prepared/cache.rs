@@ -87,32 +87,32 @@ impl StatementCache {
     /// The statement for a Parse body's `tail` (everything after the name),
     /// added when new.
     pub fn intern(&mut self, tail: &[u8]) -> Rc<Statement> {
-        if let Some(statement) = self.by_tail.get(tail) {
-            return statement.clone();
-        }
-        if self.by_tail.len() >= self.limit {
-            self.evict_unused();
-        }
-        let id = StatementId(self.next_id);
-        self.next_id += 1;
-        let server_name = server_name(id);
-        let tail = Bytes::copy_from_slice(tail);
-        let statement = Rc::new(Statement {
-            id,
-            parse: parse_message(&server_name, &tail),
-            server_name,
-            tail: tail.clone(),
-            defined_by_sql: false,
-        });
-        self.by_tail.insert(tail, statement.clone());
-        statement
+        self.get_or_insert(tail, false, |server_name| parse_message(server_name, tail))
     }
 
     /// The statement for SQL `PREPARE name <definition>`, where `definition`
     /// is everything after the name (`[(types)] AS statement`), added when new.
     pub fn intern_sql(&mut self, definition: &str) -> Rc<Statement> {
         let key = [SQL_KEY_MARK, definition.as_bytes()].concat();
-        if let Some(statement) = self.by_tail.get(&key[..]) {
+        self.get_or_insert(&key, true, |server_name| {
+            let mut query = BytesMut::new();
+            crate::protocol::write::query(
+                &mut query,
+                &format!("PREPARE {server_name} {definition}"),
+            );
+            query.freeze()
+        })
+    }
+
+    /// The entry for `key`, or a new one under the next server-side name,
+    /// prepared by the message `prepare` builds for that name.
+    fn get_or_insert(
+        &mut self,
+        key: &[u8],
+        defined_by_sql: bool,
+        prepare: impl FnOnce(&str) -> Bytes,
+    ) -> Rc<Statement> {
+        if let Some(statement) = self.by_tail.get(key) {
             return statement.clone();
         }
         if self.by_tail.len() >= self.limit {
@@ -121,15 +121,13 @@ impl StatementCache {
         let id = StatementId(self.next_id);
         self.next_id += 1;
         let server_name = server_name(id);
-        let mut parse = BytesMut::new();
-        crate::protocol::write::query(&mut parse, &format!("PREPARE {server_name} {definition}"));
-        let key = Bytes::from(key);
+        let key = Bytes::copy_from_slice(key);
         let statement = Rc::new(Statement {
             id,
-            parse: parse.freeze(),
+            parse: prepare(&server_name),
             server_name,
             tail: key.clone(),
-            defined_by_sql: true,
+            defined_by_sql,
         });
         self.by_tail.insert(key, statement.clone());
         statement

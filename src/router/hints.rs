@@ -12,6 +12,7 @@
 //! runs to the next space, comma or the end of the comment.
 
 use super::classified::{Hints, Role, TextSpan};
+use super::lex::find;
 
 /// Reads `sql[start..end]`, a comment body, into `hints`.
 pub(crate) fn read_comment(sql: &str, start: usize, end: usize, hints: &mut Hints) {
@@ -115,12 +116,6 @@ fn skip_spaces(body: &[u8], mut at: usize) -> usize {
         at += 1;
     }
     at
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
 }
 
 #[cfg(test)]
