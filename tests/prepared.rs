@@ -292,13 +292,24 @@ fn extended_anonymous_shares_the_unnamed_statement_like_postgres() {
 /// One core and one server connection, so clients share it.
 fn full_proxy() -> &'static Sleddog {
     static PROXY: OnceLock<Sleddog> = OnceLock::new();
-    PROXY.get_or_init(|| {
+    PROXY.get_or_init(start_full_proxy)
+}
+
+/// Another, for the test that counts what is on the shared connection (the
+/// transcript test runs DISCARD ALL on its own).
+fn full_proxy_for_sharing() -> &'static Sleddog {
+    static PROXY: OnceLock<Sleddog> = OnceLock::new();
+    PROXY.get_or_init(start_full_proxy)
+}
+
+fn start_full_proxy() -> Sleddog {
+    {
         let port = free_port();
         let general = "default_pool_size = 1\nauth_type = \"trust\"\n\
                        prepared_statements = \"full\"";
         let toml = config(port, pg().port(), general).replace("workers = 2", "workers = 1");
         Sleddog::start(&toml, USERS)
-    })
+    }
 }
 
 #[test]
@@ -372,7 +383,7 @@ fn full_mode_sql_prepare_and_execute_like_postgres() {
 /// reset between them).
 #[tokio::test(flavor = "multi_thread")]
 async fn full_mode_clients_sharing_a_connection_keep_their_own_names() {
-    let port = full_proxy().port;
+    let port = full_proxy_for_sharing().port;
     let a = connect(port, "sd_trust", "unused").await;
     let b = connect(port, "sd_trust", "unused").await;
     let value = |rows: Vec<tokio_postgres::SimpleQueryMessage>| {
