@@ -303,13 +303,11 @@ fn full_proxy_for_sharing() -> &'static Sleddog {
 }
 
 fn start_full_proxy() -> Sleddog {
-    {
-        let port = free_port();
-        let general = "default_pool_size = 1\nauth_type = \"trust\"\n\
-                       prepared_statements = \"full\"";
-        let toml = config(port, pg().port(), general).replace("workers = 2", "workers = 1");
-        Sleddog::start(&toml, USERS)
-    }
+    let port = free_port();
+    let general = "default_pool_size = 1\nauth_type = \"trust\"\n\
+                   prepared_statements = \"full\"";
+    let toml = config(port, pg().port(), general).replace("workers = 2", "workers = 1");
+    Sleddog::start(&toml, USERS)
 }
 
 #[test]
