@@ -115,7 +115,10 @@ impl Cluster {
                     id: TargetId(n as u16),
                     role,
                     weight: server.weight,
-                    active: server.pool.open_count() - server.pool.idle_count(),
+                    active: server
+                        .pool
+                        .open_count()
+                        .saturating_sub(server.pool.idle_count()),
                 }
             })
             .collect();

@@ -581,12 +581,19 @@ impl<'a> Relay<'a> {
             .startup
             .iter()
             .filter(|(name, _)| *name != "application_name" && params::is_reported(name))
-            .map(|(name, _)| {
+            .filter_map(|(name, value)| {
                 // The server's spelling (DateStyle), as it reported it at login.
-                conn.params
+                let reported = conn
+                    .params
                     .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map_or_else(|| name.to_owned(), |(n, _)| n.clone())
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name));
+                match reported {
+                    // Told already: the value the client asked for is the
+                    // one it was given (psql's client_encoding=UTF8).
+                    Some((_, shown)) if shown == value => None,
+                    Some((n, _)) => Some(n.clone()),
+                    None => Some(name.to_owned()),
+                }
             })
             .collect();
         if names.is_empty() {
