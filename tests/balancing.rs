@@ -18,14 +18,11 @@ use tokio_postgres::Client;
 fn servers() -> &'static (PgServer, PgServer) {
     static SERVERS: OnceLock<(PgServer, PgServer)> = OnceLock::new();
     SERVERS.get_or_init(|| {
-        let primary = PgServer::start_new("lb-primary");
-        primary.psql(
-            "sleddog",
+        PgServer::start_with_replica(
+            "lb",
             "create table lb_t (id int); grant all on lb_t to public; \
              create sequence lb_s; grant all on lb_s to public",
-        );
-        let replica = primary.create_replica("lb-replica");
-        (primary, replica)
+        )
     })
 }
 
@@ -131,8 +128,7 @@ async fn round_robin_spreads_reads_over_both_servers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_replica_sends_reads_to_the_primary() {
-    let primary = PgServer::start_new("lb-stop-primary");
-    let replica = primary.create_replica("lb-stop-replica");
+    let (primary, replica) = PgServer::start_with_replica("lb-stop", "");
     let port = free_port();
     let general = "read_write_split = \"exclude_primary\"";
     let proxy = Sleddog::start(&lb_config(port, general, &primary, &replica), USERS);
@@ -155,12 +151,10 @@ async fn a_stopped_replica_sends_reads_to_the_primary() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lagging_replica_leaves_rotation_until_it_catches_up() {
-    let primary = PgServer::start_new("lb-lag-primary");
-    primary.psql(
-        "sleddog",
+    let (primary, replica) = PgServer::start_with_replica(
+        "lb-lag",
         "create table lag_t (v text); grant all on lag_t to public",
     );
-    let replica = primary.create_replica("lb-lag-replica");
     let port = free_port();
     let general = "read_write_split = \"exclude_primary\"\n\
                    lsn_check_delay = 0\nlsn_check_interval = 200\n\

@@ -27,12 +27,10 @@ fn auto_config(port: u16, servers: &[&PgServer]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_follow_a_promoted_replica() {
-    let primary = PgServer::start_new("failover-primary");
-    primary.psql(
-        "sleddog",
+    let (primary, replica) = PgServer::start_with_replica(
+        "failover",
         "create table failover_t (id int); grant all on failover_t to public",
     );
-    let replica = primary.create_replica("failover-replica");
     let port = free_port();
     let proxy = Sleddog::start(&auto_config(port, &[&primary, &replica]), USERS);
     let client = connect(port, "sd_scram", "scram_pw").await;

@@ -48,8 +48,7 @@ fn observe(server: &PgServer) -> Observation {
 
 #[test]
 fn probes_tell_primary_from_replica_and_follow_a_promotion() {
-    let primary = PgServer::start_new("health-primary");
-    let replica = primary.create_replica("health-replica");
+    let (primary, replica) = PgServer::start_with_replica("health", "");
     let mut monitor = Monitor::default();
     let seen = observe(&primary);
     assert!(

@@ -507,6 +507,17 @@ impl PgServer {
         fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("<no log: {e}>"))
     }
 
+    /// A new primary that has run `setup` (SQL, in the `sleddog` database;
+    /// empty for none) and its streaming replica, in that order.
+    pub fn start_with_replica(name: &str, setup: &str) -> (PgServer, PgServer) {
+        let primary = PgServer::start_new(&format!("{name}-primary"));
+        if !setup.is_empty() {
+            primary.psql("sleddog", setup);
+        }
+        let replica = primary.create_replica(&format!("{name}-replica"));
+        (primary, replica)
+    }
+
     /// A streaming replica of this server, made with `pg_basebackup -R`; returns once it
     /// is in recovery and its WAL receiver is streaming.
     pub fn create_replica(&self, name: &str) -> PgServer {
