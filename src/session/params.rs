@@ -165,11 +165,13 @@ impl Params {
         self.entries.len()
     }
 
-    /// The value of `name` (case-insensitive).
+    /// The value of `name` (case-insensitive). Names are stored folded, so
+    /// `name` is folded as it is compared, without a copy: the relay asks at
+    /// every release (`pgdog.pin`).
     pub fn get(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
+        let folded = || name.bytes().map(|b| b.to_ascii_lowercase());
         self.entries
-            .binary_search_by(|(n, _)| n.as_str().cmp(&name))
+            .binary_search_by(|(n, _)| n.bytes().cmp(folded()))
             .ok()
             .map(|i| self.entries[i].1.as_str())
     }
