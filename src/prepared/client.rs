@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use crate::pubsub::ListenCommand;
 
-use super::cache::Statement;
+use super::cache::{Statement, StatementId};
 
 #[derive(Default)]
 pub struct ClientStatements {
@@ -48,6 +48,14 @@ impl ClientStatements {
     /// Returns what the name meant before, if anything.
     pub fn insert(&mut self, name: &str, statement: Rc<Statement>) -> Option<Rc<Statement>> {
         self.by_name.insert(name.into(), statement)
+    }
+
+    /// A name the client calls `statement` by (for its errors; not fast).
+    pub fn name_of(&self, statement: StatementId) -> Option<&str> {
+        self.by_name
+            .iter()
+            .find(|(_, s)| s.id == statement)
+            .map(|(name, _)| &**name)
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Rc<Statement>> {

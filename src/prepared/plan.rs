@@ -20,7 +20,7 @@ use crate::protocol::backend::{BackendKind, ErrorFields};
 use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::write;
 
-use super::cache::{Statement, StatementId};
+use super::cache::{server_name, Statement, StatementId};
 use super::rewrite::Books;
 
 /// Where the reply to one message ends.
@@ -112,15 +112,18 @@ pub(super) struct Entry {
     pub listen: Option<crate::pubsub::ListenCommand>,
     /// The message named a statement by its server-side name: the server's
     /// errors are told in the client's terms.
-    pub renamed: Option<Box<Renamed>>,
+    pub renamed: Option<Renamed>,
 }
 
-/// How a renamed message's errors read for the client.
+/// How a renamed message's errors read for the client. Built for every
+/// renamed Bind, so it holds no copy of a name: the client's name is looked
+/// up only when an error needs it.
 #[derive(Debug)]
 pub(super) struct Renamed {
-    /// `"__sleddog_N"` in a message becomes `"client"`.
-    pub server: Box<str>,
-    pub client: Box<str>,
+    /// `"__sleddog_N"` in a message becomes the client's name for it. (An
+    /// id, not the statement: an entry must not keep a failed Parse's
+    /// statement alive in the cache.)
+    pub statement: StatementId,
     /// A cursor position (`P`, in characters) past `after` moves by `shift`:
     /// the Query text sent differs from the client's in the name's length.
     pub after: u32,
@@ -131,16 +134,18 @@ impl Renamed {
     /// The ErrorResponse `msg` with the server's name and positions put back
     /// into the client's terms; None when nothing changes (or it does not
     /// decode).
-    fn rewrite(&self, msg: &[u8]) -> Option<BytesMut> {
+    fn rewrite(&self, msg: &[u8], books: &Books<'_>) -> Option<BytesMut> {
         let fields = ErrorFields::parse(msg.get(HEADER_LEN..)?).ok()?;
-        let quoted = format!("\"{}\"", self.server);
+        let quoted = format!("\"{}\"", server_name(self.statement));
         let changes = fields
             .iter()
             .any(|(code, value)| (code == b'P' && self.shift != 0) || value.contains(&quoted[..]));
         if !changes {
             return None;
         }
-        let client = format!("\"{}\"", self.client);
+        // Were one statement known to the client by two names, this may
+        // name the other: both stand for the same text.
+        let client = format!("\"{}\"", books.client.name_of(self.statement)?);
         let mut body = BytesMut::new();
         for (code, value) in fields.iter() {
             body.put_u8(code);
@@ -167,8 +172,8 @@ impl Renamed {
 }
 
 /// Writes an error the server sent for `entry`, in the client's terms.
-fn forward_error(renamed: Option<&Renamed>, msg: &[u8], out: &mut BytesMut) {
-    match renamed.and_then(|renamed| renamed.rewrite(msg)) {
+fn forward_error(renamed: Option<&Renamed>, books: &Books<'_>, msg: &[u8], out: &mut BytesMut) {
+    match renamed.and_then(|renamed| renamed.rewrite(msg, books)) {
         Some(rewritten) => out.extend_from_slice(&rewritten),
         None => out.extend_from_slice(msg),
     }
@@ -189,7 +194,7 @@ impl Entry {
     }
 
     pub fn renamed(mut self, renamed: Renamed) -> Entry {
-        self.renamed = Some(Box::new(renamed));
+        self.renamed = Some(renamed);
         self
     }
 
@@ -362,14 +367,14 @@ impl ReplyPlan {
             entry.failed = true;
             match &entry.action {
                 Action::ReplaceError(error) => out.extend_from_slice(error),
-                _ => forward_error(entry.renamed.as_deref(), msg, out),
+                _ => forward_error(entry.renamed.as_ref(), books, msg, out),
             }
             return;
         }
         let entry = self.entries.pop_front().expect("caller checked");
         match &entry.action {
             Action::ReplaceError(error) => out.extend_from_slice(error),
-            _ => forward_error(entry.renamed.as_deref(), msg, out),
+            _ => forward_error(entry.renamed.as_ref(), books, msg, out),
         }
         undo(entry, books);
         // Only a Sync ends the skipping: Postgres ignores even a simple Query

@@ -262,8 +262,7 @@ fn renamed(
     out.put_slice(new_name);
     out.put_slice(&body[span.end..]);
     plan.push(Entry::new(expect, Action::Forward).renamed(Renamed {
-        server: statement.server_name.clone(),
-        client: name.into(),
+        statement: statement.id,
         after: 0,
         shift: 0,
     }));
@@ -337,7 +336,7 @@ fn query(
         }
         if let Some((name, span)) = sql_execute(sql) {
             if let Some(statement) = books.client.get(&name).cloned() {
-                return sql_execute_named(sql, &name, span, &statement, books, out, plan);
+                return sql_execute_named(sql, span, &statement, books, out, plan);
             }
         }
     }
@@ -413,8 +412,7 @@ fn sql_prepare_named(
     // client's has the definition at `definition_at`.
     let sent_at = chars("PREPARE ") + chars(&statement.server_name) + 1;
     let renamed = Renamed {
-        server: statement.server_name.clone(),
-        client: name.into(),
+        statement: statement.id,
         after: sent_at as u32,
         shift: definition_at as i64 - sent_at as i64,
     };
@@ -437,7 +435,6 @@ const DUPLICATE_PREPARE_SQL: &str = "DO $$BEGIN RAISE EXCEPTION 'sleddog: prepar
 /// text becomes the server's, the statement prepared first when missing.
 fn sql_execute_named(
     sql: &str,
-    client_name: &str,
     span: std::ops::Range<usize>,
     statement: &Rc<Statement>,
     books: &mut Books<'_>,
@@ -453,8 +450,7 @@ fn sql_execute_named(
     );
     let name_at = chars(&sql[..span.start]);
     let renamed = || Renamed {
-        server: statement.server_name.clone(),
-        client: client_name.into(),
+        statement: statement.id,
         after: name_at as u32,
         shift: chars(&sql[span.clone()]) as i64 - chars(&statement.server_name) as i64,
     };
