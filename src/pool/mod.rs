@@ -46,9 +46,13 @@ pub struct Cluster {
     /// Index into `servers` of where writes go: chosen at build, moved by
     /// the control thread's health snapshots where roles are `auto`.
     primary: Cell<usize>,
-    /// Load balancing over the first shard's servers (`TargetId` = position
-    /// among them), its bans, and the settings both follow.
+    /// Indices into `servers` of the first shard's servers, which the load
+    /// balancer knows as `TargetId(0..)`; fixed at build.
+    shard_servers: Vec<usize>,
+    /// Load balancing over them, their bans, and the settings both follow;
+    /// `scratch` holds the balancer's view of them for one pick.
     balancer: RefCell<Balancer>,
+    scratch: RefCell<Vec<Target>>,
     bans: RefCell<Bans>,
     limits: BanLimits,
 }
@@ -76,56 +80,52 @@ impl Cluster {
         &self.servers[self.primary.get()].pool
     }
 
-    /// The servers of the first shard, as `(index into servers, target)`.
+    /// The servers of the first shard, as `(index into servers, target)`;
+    /// `TargetId(n)` is the n-th of them.
     fn targets(&self) -> impl Iterator<Item = (usize, &ClusterServer)> {
-        let first_shard = self.first_shard();
-        self.servers
-            .iter()
-            .enumerate()
-            .filter(move |(_, s)| s.shard == first_shard)
+        self.shard_servers.iter().map(|&i| (i, &self.servers[i]))
     }
 
     fn first_shard(&self) -> u16 {
-        self.servers.iter().map(|s| s.shard).min().unwrap_or(0)
+        self.servers[self.shard_servers[0]].shard
     }
 
     /// Where to try a checkout for `intent`, best first, as indices into
-    /// `servers`: the primary for writes; for reads, what the balancer picks
-    /// among the servers in rotation. One server: just it, no balancing.
-    pub fn candidates(&self, intent: Intent, now: Instant) -> Vec<usize> {
-        if self.servers.len() == 1 {
-            return vec![0];
+    /// `servers`, written to `out`: the primary for writes (and when there
+    /// is one server); for reads, what the balancer picks among the servers
+    /// in rotation.
+    pub fn candidates(&self, intent: Intent, now: Instant, out: &mut Vec<usize>) {
+        out.clear();
+        if self.servers.len() == 1 || intent == Intent::Write {
+            out.push(self.primary.get());
+            return;
         }
         let primary = self.primary.get();
-        let mut indices = Vec::new();
-        let targets: Vec<Target> = self
-            .targets()
-            .enumerate()
-            .map(|(n, (index, server))| {
-                indices.push(index);
-                let role = if index == primary {
-                    TargetRole::Primary
-                } else if server.role == Role::Primary {
-                    // A configured primary that failover moved away from.
-                    TargetRole::Replica
-                } else {
-                    TargetRole::from(server.role)
-                };
-                Target {
-                    id: TargetId(n as u16),
-                    role,
-                    weight: server.weight,
-                    active: server
-                        .pool
-                        .open_count()
-                        .saturating_sub(server.pool.idle_count()),
-                }
-            })
-            .collect();
+        let mut targets = self.scratch.borrow_mut();
+        targets.clear();
+        targets.extend(self.targets().enumerate().map(|(n, (index, server))| {
+            let role = if index == primary {
+                TargetRole::Primary
+            } else if server.role == Role::Primary {
+                // A configured primary that failover moved away from.
+                TargetRole::Replica
+            } else {
+                TargetRole::from(server.role)
+            };
+            Target {
+                id: TargetId(n as u16),
+                role,
+                weight: server.weight,
+                active: server
+                    .pool
+                    .open_count()
+                    .saturating_sub(server.pool.idle_count()),
+            }
+        }));
         let bans = self.bans.borrow();
         let mut balancer = self.balancer.borrow_mut();
         let order = balancer.candidates(intent, &targets, &bans, now);
-        order.iter().map(|id| indices[usize::from(id.0)]).collect()
+        out.extend(order.iter().map(|id| self.shard_servers[usize::from(id.0)]));
     }
 
     /// A checkout on `servers[index]` failed: it leaves rotation for
@@ -167,8 +167,7 @@ impl Cluster {
         if self.servers.len() == 1 {
             return;
         }
-        let targets: Vec<usize> = self.targets().map(|(i, _)| i).collect();
-        for (n, index) in targets.into_iter().enumerate() {
+        for (n, &index) in self.shard_servers.iter().enumerate() {
             let Some(seen) = health.get(&self.servers[index].id) else {
                 continue;
             };
@@ -204,20 +203,22 @@ impl Cluster {
         }
     }
 
+    /// Indices of the servers of the lowest-numbered shard.
+    fn first_shard_servers(servers: &[ClusterServer]) -> Vec<usize> {
+        let first_shard = servers.iter().map(|s| s.shard).min().unwrap_or(0);
+        (0..servers.len())
+            .filter(|&i| servers[i].shard == first_shard)
+            .collect()
+    }
+
     /// The primary of the first shard, else its first server. (Replica routing
     /// and failover build on this.)
-    fn choose_primary(servers: &[ClusterServer]) -> usize {
-        let first_shard = servers.iter().map(|s| s.shard).min().unwrap_or(0);
-        let on_shard = || {
-            servers
-                .iter()
-                .enumerate()
-                .filter(move |(_, s)| s.shard == first_shard)
-        };
-        on_shard()
-            .find(|(_, s)| s.role == Role::Primary)
-            .or_else(|| on_shard().next())
-            .map(|(i, _)| i)
+    fn choose_primary(servers: &[ClusterServer], shard_servers: &[usize]) -> usize {
+        shard_servers
+            .iter()
+            .copied()
+            .find(|&i| servers[i].role == Role::Primary)
+            .or_else(|| shard_servers.first().copied())
             .unwrap_or(0)
     }
 }
@@ -296,11 +297,14 @@ impl Pools {
             if servers.is_empty() {
                 continue; // config validation rejects this; never index an empty cluster
             }
+            let shard_servers = Cluster::first_shard_servers(&servers);
             let cluster = Cluster {
                 database: spec.database.clone(),
                 user: spec.user.clone(),
                 mode: spec.pooler_mode,
-                primary: Cell::new(Cluster::choose_primary(&servers)),
+                primary: Cell::new(Cluster::choose_primary(&servers, &shard_servers)),
+                shard_servers,
+                scratch: RefCell::new(Vec::new()),
                 balancer: RefCell::new(Balancer::new(
                     snapshot.balancing.strategy,
                     snapshot.balancing.split,

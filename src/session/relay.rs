@@ -177,6 +177,9 @@ pub struct Relay<'a> {
     sending: bool,
     /// Settings from the client's startup packet.
     startup: Params,
+    /// Servers to try for a checkout (`Cluster::candidates`), kept so a
+    /// checkout does not allocate.
+    candidates: Vec<usize>,
     /// Its startup packet set reported settings besides application_name:
     /// their values go to the client once a server has applied them
     /// (`report_startup_settings`).
@@ -242,6 +245,7 @@ impl<'a> Relay<'a> {
             sending: false,
             params: startup.clone(),
             report_startup,
+            candidates: Vec::new(),
             custom_names: startup.custom_names().map(str::to_owned).collect(),
             startup,
             capture: false,
@@ -669,22 +673,25 @@ impl<'a> Relay<'a> {
     /// order; a server whose checkout fails (refused, timed out) is banned
     /// and the next one tried, so the client sees an error only when every
     /// candidate failed.
-    async fn checkout(&self, intent: Intent) -> Checkout {
+    async fn checkout(&mut self, intent: Intent) -> Checkout {
         if self.cluster.servers.len() == 1 {
             return self.checkout_from(self.cluster.primary().clone()).await;
         }
-        let candidates = self.cluster.candidates(intent, Instant::now());
+        let mut candidates = std::mem::take(&mut self.candidates);
+        self.cluster
+            .candidates(intent, Instant::now(), &mut candidates);
         let mut outcome = Checkout::Failed(CheckoutError::Timeout);
-        for index in candidates {
+        for &index in &candidates {
             let pool = self.cluster.servers[index].pool.clone();
             outcome = self.checkout_from(pool).await;
             let reason = match &outcome {
                 Checkout::Failed(CheckoutError::Timeout) => BanReason::CheckoutTimeout,
                 Checkout::Failed(CheckoutError::Connect(_)) => BanReason::ConnectFailed,
-                _ => return outcome,
+                _ => break,
             };
             self.cluster.ban(index, reason, Instant::now());
         }
+        self.candidates = candidates;
         outcome
     }
 
