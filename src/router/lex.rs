@@ -33,11 +33,17 @@ enum Token {
 struct Lexer<'a> {
     text: &'a [u8],
     at: usize,
+    /// Where the token `next_token` returned last begins.
+    token_start: usize,
 }
 
 impl<'a> Lexer<'a> {
     fn new(text: &'a [u8]) -> Self {
-        Lexer { text, at: 0 }
+        Lexer {
+            text,
+            at: 0,
+            token_start: 0,
+        }
     }
 
     fn peek(&self, offset: usize) -> Option<u8> {
@@ -52,6 +58,7 @@ impl<'a> Lexer<'a> {
             self.at += 1;
         }
         let byte = self.peek(0)?;
+        self.token_start = self.at;
         let token = match byte {
             b'-' if self.peek(1) == Some(b'-') => self.line_comment(),
             b'/' if self.peek(1) == Some(b'*') => self.block_comment(),
@@ -253,21 +260,13 @@ pub(crate) fn shape(sql: &str, out: &mut String) -> bool {
     let mut lexer = Lexer::new(text);
     out.clear();
     let mut copied = 0;
-    loop {
-        let before = lexer.at;
-        let Some(token) = lexer.next_token() else {
-            break;
-        };
+    while let Some(token) = lexer.next_token() {
         match token {
             Token::Word { start, end } if text[start..end].eq_ignore_ascii_case(b"pgdog") => {
                 return false;
             }
             Token::Constant => {
-                let start = before
-                    + text[before..lexer.at]
-                        .iter()
-                        .take_while(|b| b.is_ascii_whitespace() || **b == 0x0b)
-                        .count();
+                let start = lexer.token_start;
                 // Constants begin and end at ASCII bytes (or the end of the
                 // text), so the copied pieces stay whole UTF-8.
                 out.push_str(&sql[copied..start]);
