@@ -245,12 +245,16 @@ fn signal_channel() -> std::io::Result<Receiver<i32>> {
 struct Monitors {
     stop: Arc<AtomicBool>,
     monitor: Monitor,
+    /// The servers this configuration probes: an observation of any other
+    /// (the last one of a thread a reload stopped) is dropped.
+    servers: Vec<ServerId>,
     autos: Vec<AutoCluster>,
 }
 
 impl Monitors {
     fn start(snapshot: &Snapshot, tx: &Sender<(ServerId, Observation)>) -> Monitors {
         let (targets, autos) = health::plan(snapshot);
+        let servers = targets.iter().map(|t| t.server.clone()).collect();
         let stop = Arc::new(AtomicBool::new(false));
         // As in PgDog, the probes run only once `lsn_check_delay` is set.
         let settings = &snapshot.health;
@@ -266,19 +270,18 @@ impl Monitors {
         Monitors {
             stop,
             monitor: Monitor::default(),
+            servers,
             autos,
         }
     }
 
     /// Stops the threads and starts those of `snapshot`, keeping what was
-    /// seen of servers still configured (a late report of a removed one is
-    /// dropped by `observe`).
+    /// seen of servers still configured.
     fn restart(self, snapshot: &Snapshot, tx: &Sender<(ServerId, Observation)>) -> Monitors {
         self.stop.store(true, Ordering::Relaxed);
         let mut next = Monitors::start(snapshot, tx);
-        let (targets, _) = health::plan(snapshot);
         let mut monitor = self.monitor;
-        monitor.retain(|server| targets.iter().any(|t| &t.server == server));
+        monitor.retain(|server| next.servers.contains(server));
         next.monitor = monitor;
         next
     }
@@ -290,6 +293,9 @@ impl Monitors {
         observation: Observation,
         published: &Health,
     ) -> Option<Health> {
+        if !self.servers.contains(&server) {
+            return None;
+        }
         self.monitor.observe(server, observation);
         let health = self.monitor.elect(&self.autos, published);
         (health != *published).then_some(health)
