@@ -8,7 +8,9 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::auth::{self, ScramClient};
-use crate::protocol::backend::{Authentication, BackendKind, BackendMessage, TransactionStatus};
+use crate::protocol::backend::{
+    data_row_values, Authentication, BackendKind, BackendMessage, TransactionStatus,
+};
 use crate::protocol::frame;
 use crate::protocol::startup::{self, ProtocolVersion};
 use crate::protocol::write;
@@ -188,28 +190,10 @@ pub fn rejected(fields: &crate::protocol::backend::ErrorFields<'_>) -> ServerErr
 /// The text values of a DataRow body; None for SQL NULL. Err when the body
 /// is malformed.
 pub fn row_values(body: &[u8]) -> Result<Vec<Option<String>>, ServerError> {
-    let malformed = || ServerError::Protocol(crate::protocol::ProtocolError::Malformed("DataRow"));
-    let count = u16::from_be_bytes(
-        body.get(..2)
-            .ok_or_else(malformed)?
-            .try_into()
-            .expect("2 bytes"),
-    );
-    let mut at = 2;
-    let mut values = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        let len_bytes = body.get(at..at + 4).ok_or_else(malformed)?;
-        let len = i32::from_be_bytes(len_bytes.try_into().expect("4 bytes"));
-        at += 4;
-        if len < 0 {
-            values.push(None);
-            continue;
-        }
-        let value = body.get(at..at + len as usize).ok_or_else(malformed)?;
-        values.push(Some(String::from_utf8_lossy(value).into_owned()));
-        at += len as usize;
-    }
-    Ok(values)
+    Ok(data_row_values(body)?
+        .into_iter()
+        .map(|value| value.map(|v| String::from_utf8_lossy(v).into_owned()))
+        .collect())
 }
 
 #[cfg(test)]

@@ -251,6 +251,18 @@ impl<'a> ErrorFields<'a> {
     }
 }
 
+/// The values of a DataRow body in column order, None for NULL
+/// ("protocol-message-formats", DataRow). Trailing bytes are an error.
+pub fn data_row_values(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+    let mut r = Reader::new(body);
+    let count = r.count()?;
+    let values = (0..count)
+        .map(|_| r.nullable_bytes())
+        .collect::<Result<Vec<_>, _>>()?;
+    r.finish()?;
+    Ok(values)
+}
+
 /// Iterator over [`ErrorFields`].
 pub struct ErrorFieldIter<'a> {
     reader: Reader<'a>,
@@ -368,6 +380,16 @@ fn decode_key_data<'a>(r: &mut Reader<'a>) -> Result<BackendMessage<'a>, Protoco
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_row_values_golden() {
+        let body = b"\x00\x03\x00\x00\x00\x02hi\xff\xff\xff\xff\x00\x00\x00\x00";
+        let values = data_row_values(body).unwrap();
+        assert_eq!(values, [Some(&b"hi"[..]), None, Some(&b""[..])]);
+        assert!(data_row_values(b"\x00\x01\x00\x00\x00\x05ab").is_err());
+        assert!(data_row_values(b"\x00\x00x").is_err(), "trailing bytes");
+        assert!(data_row_values(b"\xff\xff").is_err(), "negative count");
+    }
 
     fn decode(msg: &[u8]) -> Result<BackendMessage<'_>, ProtocolError> {
         BackendMessage::decode(msg)

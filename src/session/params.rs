@@ -31,6 +31,8 @@
 
 use std::fmt;
 
+use crate::protocol::backend::data_row_values;
+
 pub use super::sql_scan::{custom_guc_names, scan_statements, SqlEffects};
 
 /// The capture query without custom GUC names: one row (name, setting) per
@@ -203,34 +205,21 @@ impl Params {
 }
 
 fn decode_row(body: &[u8]) -> Result<(&str, &str), ParamsError> {
-    let count = body.get(..2).ok_or(ParamsError::Truncated)?;
-    let count = i16::from_be_bytes([count[0], count[1]]);
-    if count != 2 {
-        return Err(ParamsError::ColumnCount(count));
-    }
-    let (name, rest) = decode_column(&body[2..])?;
-    let (value, rest) = decode_column(rest)?;
-    if !rest.is_empty() {
-        return Err(ParamsError::Truncated);
-    }
-    Ok((name, value))
+    let values = data_row_values(body).map_err(|_| ParamsError::Truncated)?;
+    let [name, value] = values[..] else {
+        return Err(ParamsError::ColumnCount(values.len() as i16));
+    };
+    Ok((text(name)?, text(value)?))
 }
 
-fn decode_column(bytes: &[u8]) -> Result<(&str, &[u8]), ParamsError> {
-    let len = bytes.get(..4).ok_or(ParamsError::Truncated)?;
-    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-    if len < 0 {
-        return Err(ParamsError::Null);
-    }
-    let end = 4usize
-        .checked_add(len as usize)
-        .ok_or(ParamsError::Truncated)?;
-    let text = bytes.get(4..end).ok_or(ParamsError::Truncated)?;
-    let text = std::str::from_utf8(text).map_err(|_| ParamsError::BadText)?;
+/// A column that must hold text without NUL.
+fn text(value: Option<&[u8]>) -> Result<&str, ParamsError> {
+    let text =
+        std::str::from_utf8(value.ok_or(ParamsError::Null)?).map_err(|_| ParamsError::BadText)?;
     if text.contains('\0') {
         return Err(ParamsError::BadText);
     }
-    Ok((text, &bytes[end..]))
+    Ok(text)
 }
 
 /// GUCs that `RESET ALL` leaves alone, so they are reset by name.
