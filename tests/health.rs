@@ -146,3 +146,152 @@ async fn a_hung_pooled_connection_fails_its_checkout_health_check() {
         started.elapsed()
     );
 }
+
+/// Two plain servers as one cluster, the second listed as a replica: reads
+/// go to it only (`exclude_primary`), so where a read lands shows whether
+/// it is in rotation.
+fn pair_config(port: u16, general: &str, primary: u16, replica: u16) -> String {
+    format!(
+        "[general]\nhost = \"127.0.0.1\"\nport = {port}\n\
+         read_write_split = \"exclude_primary\"\n{general}\n\n\
+         [[databases]]\nname = \"sleddog\"\nhost = \"127.0.0.1\"\nport = {primary}\nrole = \"primary\"\n\n\
+         [[databases]]\nname = \"sleddog\"\nhost = \"127.0.0.1\"\nport = {replica}\nrole = \"replica\"\n"
+    )
+}
+
+async fn server_port(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("select inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `idle_healthcheck_interval`: with no client traffic, the pool's idle
+/// connection is checked; when it fails and no new connection can be
+/// opened, the server is banned, so reads stay off it for `ban_timeout`
+/// even after it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_health_check_bans_a_server_that_went_away() {
+    use common::proxy::{connect, USERS};
+    let primary = PgServer::start_new("idle-hc-primary");
+    let replica = PgServer::start_new("idle-hc-replica");
+    let port = common::free_port();
+    let general = "workers = 1\nidle_healthcheck_interval = 100\nidle_healthcheck_delay = 0\n\
+                   healthcheck_timeout = 500\nconnect_timeout = 500\nban_timeout = 60000";
+    let proxy = common::Sleddog::start(
+        &pair_config(port, general, primary.port(), replica.port()),
+        USERS,
+    );
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    assert_eq!(server_port(&client).await, i32::from(replica.port()));
+
+    replica.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !proxy.log().contains("idle health check failed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no idle health check failed:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replica.start();
+    for _ in 0..5 {
+        assert_eq!(
+            server_port(&client).await,
+            i32::from(primary.port()),
+            "a read went to the banned server:\n{}",
+            proxy.log()
+        );
+    }
+}
+
+/// A pooled connection that alone went bad fails the idle check, but a
+/// new connection to the server works: the server stays in rotation.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_check_on_one_dead_connection_does_not_ban_the_server() {
+    use common::proxy::{connect, USERS};
+    let primary = PgServer::start_new("idle-hc1-primary");
+    let replica = PgServer::start_new("idle-hc1-replica");
+    let port = common::free_port();
+    let general = "workers = 1\nidle_healthcheck_interval = 100\nidle_healthcheck_delay = 0\n\
+                   healthcheck_timeout = 300\nban_timeout = 60000";
+    let proxy = common::Sleddog::start(
+        &pair_config(port, general, primary.port(), replica.port()),
+        USERS,
+    );
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    let pid: i32 = client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The pooled backend hangs: its idle check times out.
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !proxy.log().contains("idle health check failed") {
+        assert!(std::time::Instant::now() < deadline, "{}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status();
+    assert_eq!(server_port(&client).await, i32::from(replica.port()));
+    assert!(!proxy.log().contains("server banned"), "{}", proxy.log());
+}
+
+/// A checkout one core finds failing takes the server out of rotation on
+/// every core: control hears of it and tells the others, so each does not
+/// wait out the same `connect_timeout` to learn it. The "replica" here
+/// accepts connections and never answers; it counts how often it was tried.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_one_core_sees_bans_the_server_on_every_core() {
+    use common::proxy::{connect, USERS};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let primary = common::pg();
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_port = hole.local_addr().unwrap().port();
+    let tried = Arc::new(AtomicUsize::new(0));
+    let counter = tried.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hole.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let port = common::free_port();
+    // No min_pool_size warm-up: only checkouts try the dead server.
+    let general = "workers = 2\nmin_pool_size = 0\nconnect_timeout = 300\n\
+                   checkout_timeout = 2000\nban_timeout = 60000";
+    let proxy = common::Sleddog::start(
+        &pair_config(port, general, primary.port(), hole_port),
+        USERS,
+    );
+    // The first read waits out connect_timeout on the dead server, then
+    // lands on the primary.
+    let first = connect(port, "sd_scram", "scram_pw").await;
+    assert_eq!(server_port(&first).await, i32::from(primary.port()));
+    assert_eq!(tried.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Twenty new clients: the kernel spreads them over both cores.
+    for _ in 0..20 {
+        let client = connect(port, "sd_scram", "scram_pw").await;
+        let started = std::time::Instant::now();
+        assert_eq!(server_port(&client).await, i32::from(primary.port()));
+        assert!(started.elapsed() < Duration::from_millis(250));
+    }
+    assert_eq!(
+        tried.load(Ordering::SeqCst),
+        1,
+        "another core tried the banned server:\n{}",
+        proxy.log()
+    );
+}

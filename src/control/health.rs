@@ -19,6 +19,7 @@ use crossbeam_channel::Sender;
 use crate::config::Role;
 use crate::control::resolve::Resolved;
 use crate::control::snapshot::Snapshot;
+use crate::pool::balance::BanReason;
 use crate::pool::server_conn::ServerLogin;
 
 use super::probe::Probe;
@@ -94,6 +95,17 @@ pub struct Health {
     /// Where writes go for each (database, shard) whose servers have
     /// `role = "auto"`: the elected primary. Absent: none is primary now.
     pub primaries: HashMap<(String, u16), ServerId>,
+    /// Servers a core could not use (a refused or timed-out checkout, a
+    /// failed idle health check): out of rotation on every core until
+    /// `until`, so one core's discovery spares the others the same wait.
+    pub reported: HashMap<ServerId, ReportedBan>,
+}
+
+/// A failure a core reported, as every core applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedBan {
+    pub reason: BanReason,
+    pub until: Instant,
 }
 
 impl Health {
@@ -208,6 +220,7 @@ impl Monitor {
         Health {
             servers,
             primaries: HashMap::new(),
+            reported: HashMap::new(),
         }
     }
 

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use crate::control::health::Health;
 use crate::control::snapshot::Snapshot;
-use crate::ids::{ClientPid, CoreId};
+use crate::ids::{ClientPid, CoreId, ServerId};
+use crate::pool::balance::BanReason;
 
 /// Control → one core.
 #[derive(Debug)]
@@ -62,6 +63,9 @@ impl CoreLink {
 pub enum FromCore {
     /// A CancelRequest that arrived on the wrong core, to forward to its owner.
     Cancel { pid: ClientPid, secret: Vec<u8> },
+    /// A checkout on `server` failed (refused, timed out) or its idle health
+    /// check did: control takes it out of rotation on every core.
+    ServerFailed { server: ServerId, reason: BanReason },
     /// The core has closed every session and is exiting.
     Stopped(CoreId),
 }

@@ -1,5 +1,6 @@
 //! The control loop: start the cores, then react to signals and core messages.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,12 +11,15 @@ use crossbeam_channel::{select, unbounded, Receiver, Sender};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::config;
-use crate::control::health::{self, AutoCluster, Health, Monitor, Observation, ServerId};
+use crate::control::health::{
+    self, AutoCluster, Health, Monitor, Observation, ReportedBan, ServerId,
+};
 use crate::control::msg::{CoreLink, FromCore, ToCore};
 use crate::control::resolve::Refresher;
 use crate::control::snapshot::Snapshot;
 use crate::core::{self, CoreContext};
 use crate::ids::{CoreId, Epoch};
+use crate::pool::balance::BanReason;
 use crate::rt;
 
 /// Where the configuration comes from (the CLI's `-c`, `-u`, `-d`).
@@ -159,6 +163,13 @@ pub fn run(options: Options) -> i32 {
                 }
             },
             recv(from_core_rx) -> message => match message {
+                Ok(FromCore::ServerFailed { server, reason }) => {
+                    if let Some(health) = monitors.report(server, reason, Instant::now(), &published) {
+                        published = health;
+                        let shared = Arc::new(published.clone());
+                        broadcast(&cores, || ToCore::Health(shared.clone()));
+                    }
+                }
                 Ok(FromCore::Cancel { pid, secret }) => {
                     if let Some(core) = cores.get(usize::from(pid.core().0)) {
                         core.send(ToCore::Cancel { pid, secret });
@@ -249,6 +260,11 @@ struct Monitors {
     /// (the last one of a thread a reload stopped) is dropped.
     servers: Vec<ServerId>,
     autos: Vec<AutoCluster>,
+    /// Failures cores reported, in force until their `until`; only servers
+    /// of a database with a choice of servers are banned.
+    reported: HashMap<ServerId, ReportedBan>,
+    balanced: Vec<ServerId>,
+    ban_timeout: Duration,
 }
 
 impl Monitors {
@@ -267,11 +283,25 @@ impl Monitors {
             };
             health::spawn_monitors(targets, timing, tx.clone(), stop.clone());
         }
+        let balanced = snapshot
+            .pools
+            .values()
+            .filter(|spec| spec.servers.len() > 1)
+            .flat_map(|spec| spec.servers.iter())
+            .map(|server| ServerId {
+                host: server.host.clone(),
+                port: server.port,
+                database_name: server.database_name.clone(),
+            })
+            .collect();
         Monitors {
             stop,
             monitor: Monitor::default(),
             servers,
             autos,
+            reported: HashMap::new(),
+            balanced,
+            ban_timeout: settings.ban_timeout,
         }
     }
 
@@ -283,6 +313,9 @@ impl Monitors {
         let mut monitor = self.monitor;
         monitor.retain(|server| next.servers.contains(server));
         next.monitor = monitor;
+        next.reported = self.reported;
+        next.reported
+            .retain(|server, _| next.balanced.contains(server));
         next
     }
 
@@ -297,7 +330,42 @@ impl Monitors {
             return None;
         }
         self.monitor.observe(server, observation);
-        let health = self.monitor.elect(&self.autos, published);
+        let health = self.current(published, Instant::now());
         (health != *published).then_some(health)
+    }
+
+    /// A core could not use `server`: every core takes it out of rotation
+    /// for `ban_timeout`. The health to publish, unless the server is out
+    /// already (when a server dies, each of its sessions reports it; one
+    /// report is enough) or is not one a balancer chooses.
+    fn report(
+        &mut self,
+        server: ServerId,
+        reason: BanReason,
+        now: Instant,
+        published: &Health,
+    ) -> Option<Health> {
+        if self.ban_timeout.is_zero() || !self.balanced.contains(&server) {
+            return None;
+        }
+        self.reported.retain(|_, ban| ban.until > now);
+        if self.reported.contains_key(&server) {
+            return None;
+        }
+        tracing::warn!(host = %server.host, port = server.port, ?reason, "server out of rotation on every core");
+        let until = now
+            .checked_add(self.ban_timeout)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
+        self.reported.insert(server, ReportedBan { reason, until });
+        Some(self.current(published, now))
+    }
+
+    /// What the monitors see, with the primaries they elect and the
+    /// reported failures still in force.
+    fn current(&mut self, published: &Health, now: Instant) -> Health {
+        let mut health = self.monitor.elect(&self.autos, published);
+        self.reported.retain(|_, ban| ban.until > now);
+        health.reported = self.reported.clone();
+        health
     }
 }

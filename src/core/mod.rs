@@ -18,7 +18,8 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::control::health::Health;
 use crate::control::msg::{FromCore, ToCore};
 use crate::control::snapshot::Snapshot;
-use crate::ids::{ClientPid, CoreId, Epoch};
+use crate::ids::{ClientPid, CoreId, Epoch, ServerId};
+use crate::pool::balance::BanReason;
 use crate::pool::{self, Pools};
 use crate::prepared::StatementCache;
 use crate::pubsub::PubSub;
@@ -155,6 +156,12 @@ impl Core {
         }
     }
 
+    /// A server this core could not use (and banned): control takes it out
+    /// of rotation on the other cores too.
+    pub fn report_failure(&self, server: ServerId, reason: BanReason) {
+        let _ = self.outbox.send(FromCore::ServerFailed { server, reason });
+    }
+
     fn cancel_local(&self, pid: ClientPid, secret: &[u8]) {
         let handle = self.sessions.borrow().get(&pid.0).cloned();
         if let Some(handle) = handle {
@@ -164,6 +171,9 @@ impl Core {
 
     fn apply(&self, snapshot: Arc<Snapshot>) {
         self.pools.borrow_mut().apply(&snapshot);
+        self.router
+            .borrow_mut()
+            .set_limit(snapshot.query_cache_limit);
         self.pools.borrow().apply_health(&self.health.borrow());
         self.pubsub.apply(
             snapshot.pub_sub_channel_size,
@@ -295,9 +305,12 @@ async fn maintenance_loop(core: Rc<Core>, tick: Rc<rt::Signal>) {
     loop {
         tick.wait().await;
         tick.reset();
-        let pools = core.pools.borrow().all();
+        let clusters = core.pools.borrow().clusters();
         let snapshot = core.snapshot();
-        pool::Pools::maintain(pools, Instant::now(), &snapshot).await;
+        let failed = pool::Pools::maintain(clusters, Instant::now(), &snapshot).await;
+        for (server, reason) in failed {
+            core.report_failure(server, reason);
+        }
     }
 }
 

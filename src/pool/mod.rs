@@ -129,26 +129,43 @@ impl Cluster {
     }
 
     /// A checkout on `servers[index]` failed: it leaves rotation for
-    /// `ban_timeout` (unless it is the last server in rotation).
-    pub fn ban(&self, index: usize, reason: BanReason, now: Instant) {
-        let Some(target) = self.targets().position(|(i, _)| i == index) else {
-            return;
-        };
-        let outcome = self.bans.borrow_mut().ban(
-            TargetId(target as u16),
-            now,
-            self.limits.ban_timeout,
-            reason,
-        );
+    /// `ban_timeout` (unless it is the last server in rotation). The server,
+    /// for the caller to report to control, when it is one the balancer
+    /// chooses from.
+    pub fn ban(&self, index: usize, reason: BanReason, now: Instant) -> Option<&ServerId> {
+        self.ban_for(index, reason, now, self.limits.ban_timeout)
+    }
+
+    /// True while `servers[index]` is out of rotation on this core.
+    fn is_banned(&self, index: usize, now: Instant) -> bool {
+        self.targets()
+            .position(|(i, _)| i == index)
+            .is_some_and(|n| self.bans.borrow().is_banned(TargetId(n as u16), now))
+    }
+
+    fn ban_for(
+        &self,
+        index: usize,
+        reason: BanReason,
+        now: Instant,
+        timeout: Duration,
+    ) -> Option<&ServerId> {
+        let target = self.targets().position(|(i, _)| i == index)?;
+        let outcome = self
+            .bans
+            .borrow_mut()
+            .ban(TargetId(target as u16), now, timeout, reason);
         let server = &self.servers[index].id;
         tracing::warn!(database = %self.database, host = %server.host, port = server.port, ?reason, ?outcome, "server banned");
+        Some(server)
     }
 
     /// Follows the elected primary of the first shard when its servers have
     /// `role = "auto"` (with none elected, writes keep going where they went,
     /// and a standby refuses them with its own error); bans servers the
     /// monitors see down or lagging past `ban_replica_lag(_bytes)`, and lets
-    /// them back once they are well.
+    /// them back once they are well; bans servers a core reported, until
+    /// the time control set, so every core has them out alike.
     fn apply_health(&self, health: &Health, now: Instant) {
         let first_shard = self.first_shard();
         let elected = health.primaries.get(&(self.database.clone(), first_shard));
@@ -189,17 +206,34 @@ impl Cluster {
                 self.ban(index, BanReason::ReplicaLag, now);
             } else {
                 let mut bans = self.bans.borrow_mut();
-                let by_health = bans.ban_of(target, now).is_some_and(|ban| {
-                    matches!(
-                        ban.reason,
-                        BanReason::HealthCheckFailed | BanReason::ReplicaLag
-                    )
-                });
+                // A failure a core reported stands until its time is up,
+                // even when the monitor can reach the server.
+                let reported = health
+                    .reported
+                    .get(&self.servers[index].id)
+                    .is_some_and(|ban| ban.until > now);
+                let by_health = !reported
+                    && bans.ban_of(target, now).is_some_and(|ban| {
+                        matches!(
+                            ban.reason,
+                            BanReason::HealthCheckFailed | BanReason::ReplicaLag
+                        )
+                    });
                 if by_health {
                     bans.unban(target);
                     tracing::info!(database = %self.database, host = %self.servers[index].id.host, port = self.servers[index].id.port, "server back in rotation");
                 }
             }
+        }
+        for (n, &index) in self.shard_servers.iter().enumerate() {
+            let Some(reported) = health.reported.get(&self.servers[index].id) else {
+                continue;
+            };
+            let held = self.bans.borrow().ban_of(TargetId(n as u16), now);
+            if reported.until <= now || held.is_some() {
+                continue; // over, or out already (the core that reported it)
+            }
+            self.ban_for(index, reported.reason, now, reported.until - now);
         }
     }
 
@@ -240,6 +274,8 @@ impl Pools {
             lifetime: snapshot.timeouts.server_lifetime,
             healthcheck_interval: snapshot.health.healthcheck_interval,
             healthcheck_timeout: snapshot.health.healthcheck_timeout,
+            idle_healthcheck_interval: snapshot.health.idle_healthcheck_interval,
+            idle_healthcheck_delay: snapshot.health.idle_healthcheck_delay,
         };
         let mut old: Vec<Rc<ServerPool>> = self
             .clusters
@@ -341,18 +377,42 @@ impl Pools {
             .cloned()
     }
 
-    /// Every pool on this core, for maintenance.
-    pub fn all(&self) -> Vec<Rc<ServerPool>> {
-        self.clusters
-            .values()
-            .flat_map(|c| c.servers.iter().map(|s| s.pool.clone()))
-            .collect()
+    /// Every cluster on this core, for maintenance.
+    pub fn clusters(&self) -> Vec<Rc<Cluster>> {
+        self.clusters.values().cloned().collect()
     }
 
-    /// Runs idle/lifetime expiry and min_pool_size warm-up on every pool.
-    pub async fn maintain(pools: Vec<Rc<ServerPool>>, now: Instant, snapshot: &Snapshot) {
-        for pool in pools {
-            pool.maintain(now, snapshot.timeouts.connect).await;
+    /// Runs idle/lifetime expiry, min_pool_size warm-up and idle health
+    /// checks on every pool. A server that fails its idle check, or cannot
+    /// be connected to for warm-up, is banned here (where the cluster has a
+    /// choice of servers); it is returned for the core to report to control.
+    pub async fn maintain(
+        clusters: Vec<Rc<Cluster>>,
+        now: Instant,
+        snapshot: &Snapshot,
+    ) -> Vec<(ServerId, BanReason)> {
+        let mut failed = Vec::new();
+        for cluster in clusters {
+            for (index, server) in cluster.servers.iter().enumerate() {
+                // A banned server is not warmed up: it is out of rotation
+                // precisely because connecting to it fails.
+                let warm = !cluster.is_banned(index, now);
+                let connect = snapshot.timeouts.connect;
+                let failure = if !server.pool.maintain(now, connect, warm).await {
+                    Some(BanReason::ConnectFailed)
+                } else if !server.pool.idle_check(Instant::now()).await {
+                    Some(BanReason::HealthCheckFailed)
+                } else {
+                    None
+                };
+                let Some(reason) = failure else {
+                    continue;
+                };
+                if let Some(id) = cluster.ban(index, reason, Instant::now()) {
+                    failed.push((id.clone(), reason));
+                }
+            }
         }
+        failed
     }
 }

@@ -39,6 +39,10 @@ pub struct IdleLimits {
     /// by `healthcheck_timeout`) before it is handed out.
     pub healthcheck_interval: Duration,
     pub healthcheck_timeout: Duration,
+    /// How often the connection idle longest is checked while the pool
+    /// sits idle, and how long after the pool starts the first check runs.
+    pub idle_healthcheck_interval: Duration,
+    pub idle_healthcheck_delay: Duration,
 }
 
 #[derive(Debug)]
@@ -80,6 +84,8 @@ pub struct ServerPool {
     params: RefCell<Option<ServerParams>>,
     scram: Rc<ScramCache>,
     limits: Cell<IdleLimits>,
+    /// When the next idle health check is due.
+    next_idle_check: Cell<Instant>,
 }
 
 impl ServerPool {
@@ -109,6 +115,7 @@ impl ServerPool {
             params: RefCell::new(None),
             scram,
             limits: Cell::new(limits),
+            next_idle_check: Cell::new(Instant::now() + limits.idle_healthcheck_delay),
         })
     }
 
@@ -289,8 +296,14 @@ impl ServerPool {
     }
 
     /// Closes idle connections past `idle_timeout` (keeping `min_pool_size`) or
-    /// past `server_lifetime`, then opens connections up to `min_pool_size`.
-    pub async fn maintain(self: &Rc<Self>, now: Instant, connect_timeout: Duration) {
+    /// past `server_lifetime`, then, when `warm`, opens connections up to
+    /// `min_pool_size`. False when such a connection could not be opened.
+    pub async fn maintain(
+        self: &Rc<Self>,
+        now: Instant,
+        connect_timeout: Duration,
+        warm: bool,
+    ) -> bool {
         let limits = self.limits.get();
         {
             let mut idle = self.idle.borrow_mut();
@@ -309,18 +322,63 @@ impl ServerPool {
             let closed = before - idle.len();
             self.open.set(self.open.get().saturating_sub(closed));
         }
-        if self.retired.get() {
-            return;
+        if self.retired.get() || !warm {
+            return true;
         }
         while self.open.get() < self.min_size {
             let Ok(permit) = self.permits.try_acquire() else {
-                return;
+                return true;
             };
             match self.open_one(connect_timeout).await {
                 Ok(conn) => self.checkin(self.wrap(conn, permit)),
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
+        true
+    }
+
+    /// Idle health check (`idle_healthcheck_interval`): when one is due and
+    /// a connection sits idle, the one idle longest runs an empty query,
+    /// bounded by `healthcheck_timeout`. False when it failed and a new
+    /// connection could not be opened either: the caller bans the server. A pool with
+    /// every connection busy is not checked; its traffic shows its health.
+    pub async fn idle_check(&self, now: Instant) -> bool {
+        let limits = self.limits.get();
+        if now < self.next_idle_check.get() || self.retired.get() {
+            return true;
+        }
+        self.next_idle_check
+            .set(now + limits.idle_healthcheck_interval);
+        let Ok(permit) = self.permits.try_acquire() else {
+            return true;
+        };
+        let oldest = {
+            let mut idle = self.idle.borrow_mut();
+            (!idle.is_empty()).then(|| idle.remove(0))
+        };
+        let Some(mut conn) = oldest else {
+            return true;
+        };
+        let check = rt::timeout(limits.healthcheck_timeout, conn.execute(";")).await;
+        if !matches!(check, Some(Ok(()))) {
+            // That one connection may have been ended alone (a terminated
+            // backend, the server's idle_session_timeout): the server is
+            // judged by a fresh one.
+            tracing::warn!(host = %self.host, port = self.port, "idle health check failed; closing the connection and trying a new one");
+            self.closed_one();
+            match self.open_one(limits.healthcheck_timeout).await {
+                Ok(fresh) => conn = fresh,
+                Err(_) => return false,
+            }
+        }
+        if self.retired.get() {
+            self.closed_one();
+        } else {
+            // Back in its place: the check does not reset its idle_timeout.
+            self.idle.borrow_mut().insert(0, conn);
+        }
+        drop(permit);
+        true
     }
 
     /// Stops handing out connections: idle ones close now, busy ones at checkin,

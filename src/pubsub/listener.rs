@@ -286,6 +286,8 @@ mod tests {
             lifetime: Duration::from_secs(3600),
             healthcheck_interval: Duration::from_secs(30),
             healthcheck_timeout: Duration::from_secs(5),
+            idle_healthcheck_interval: Duration::from_secs(30),
+            idle_healthcheck_delay: Duration::from_secs(5),
         };
         let login = ServerLogin {
             user: "user".into(),

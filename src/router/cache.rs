@@ -77,6 +77,17 @@ impl QueryCache {
         }
     }
 
+    /// A reload changed `query_cache_limit`: the cache starts over at the
+    /// new size, keeping its counters (reloads are rare; the entries are
+    /// re-parsed as they come back).
+    pub fn set_limit(&mut self, limit: usize) {
+        if limit.min(NIL as usize - 1) != self.limit {
+            let stats = std::mem::take(&mut self.stats);
+            *self = QueryCache::new(limit);
+            self.stats = stats;
+        }
+    }
+
     /// The classification of `sql`, from the cache or by [`classify`].
     pub fn get_or_classify(&mut self, sql: &str) -> Classified {
         self.get_or_insert_with(sql, classify)
@@ -269,6 +280,22 @@ mod tests {
         assert_eq!(cache.stats().misses, 6);
         assert_eq!(cache.len(), 3);
         assert_eq!(misses, 6);
+    }
+
+    #[test]
+    fn a_new_limit_applies_and_an_unchanged_one_keeps_the_entries() {
+        let mut cache = QueryCache::new(4);
+        for sql in ["SELECT a", "SELECT b", "SELECT c"] {
+            cache.get_or_classify(sql);
+        }
+        cache.set_limit(4);
+        assert_eq!(cache.len(), 3);
+        cache.set_limit(1);
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.stats().misses, 3, "counters carry over");
+        cache.get_or_classify("SELECT a");
+        cache.get_or_classify("SELECT b");
+        assert_eq!((cache.len(), cache.stats().evictions), (1, 1));
     }
 
     #[test]

@@ -689,7 +689,9 @@ impl<'a> Relay<'a> {
                 Checkout::Failed(CheckoutError::Connect(_)) => BanReason::ConnectFailed,
                 _ => break,
             };
-            self.cluster.ban(index, reason, Instant::now());
+            if let Some(server) = self.cluster.ban(index, reason, Instant::now()) {
+                self.core.report_failure(server.clone(), reason);
+            }
         }
         self.candidates = candidates;
         outcome
