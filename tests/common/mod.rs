@@ -140,6 +140,9 @@ fn register_server(data: &Path) {
         .push(data.to_path_buf());
 }
 
+/// Sleddog processes this process started and has not yet ended.
+static PROXIES: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
 fn register_atexit() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -152,6 +155,12 @@ fn register_atexit() {
 extern "C" fn cleanup_at_exit() {
     // Never unwind out of an extern "C" fn.
     let _ = std::panic::catch_unwind(|| {
+        // Proxies kept in statics are never dropped: end them here.
+        let proxies = std::mem::take(&mut *PROXIES.lock().unwrap_or_else(|e| e.into_inner()));
+        for pid in proxies {
+            // SAFETY: sending a signal to a child we spawned.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
         let dirs = std::mem::take(&mut *SERVERS.lock().unwrap_or_else(|e| e.into_inner()));
         for data in &dirs {
             let _ = pg_command("pg_ctl")
@@ -799,6 +808,10 @@ impl Sleddog {
             cmd.env("RUST_LOG", "info");
         }
         let child = cmd.spawn().expect("spawn sleddog");
+        PROXIES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
         let mut proxy = Sleddog {
             port,
             dir,
@@ -887,6 +900,11 @@ impl Drop for Sleddog {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        let pid = self.child.id();
+        PROXIES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != pid);
     }
 }
 
