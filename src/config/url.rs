@@ -18,8 +18,7 @@ use super::model::{Database, User, DEFAULT_SERVER_PORT};
 use super::raw::{Kind, Node};
 use super::read::{self, Ctx};
 use super::sections::{
-    lb_weight, KeyLines, ParsedDatabase, ParsedUser, POOLER_MODES, POOLER_MODES_UNSUPPORTED,
-    ROLES,
+    lb_weight, KeyLines, ParsedDatabase, ParsedUser, POOLER_MODES, POOLER_MODES_UNSUPPORTED, ROLES,
 };
 
 /// The "file" URL diagnostics name; their line is the URL's 1-based position.
