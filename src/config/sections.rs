@@ -398,8 +398,8 @@ fn period_millis(ctx: &mut Ctx<'_>, key: &str, node: &Node) -> Option<u64> {
     Some(value)
 }
 
-/// `lb_weight`: PgDog reads it as a `u8`.
-fn lb_weight(ctx: &mut Ctx<'_>, key: &str, node: &Node) -> Option<u8> {
+/// `lb_weight`: PgDog reads it as a `u8`. Shared with `-d` URLs' `?lb_weight=`.
+pub(crate) fn lb_weight(ctx: &mut Ctx<'_>, key: &str, node: &Node) -> Option<u8> {
     let value = read::unsigned(ctx, key, node)?;
     match u8::try_from(value) {
         Ok(weight) => Some(weight),

@@ -3,7 +3,8 @@
 //! Mirrors PgDog's `pgdog-config/src/url.rs`: the cluster name is the URL
 //! path (default `postgres`), host defaults to 127.0.0.1, port to 5432, the
 //! user to `$USER` (else `postgres`), the password to `postgres`; query
-//! parameters set database keys; each URL also yields a user for that
+//! parameters set database keys (PgDog's, plus `lb_weight`, which PgDog's
+//! URL form lacks); each URL also yields a user for that
 //! cluster; exact duplicates collapse. Unlike PgDog, which silently drops an
 //! unparsable parameter value or unknown parameter, sleddog reports it: a
 //! typo must not silently start a differently configured proxy.
@@ -17,7 +18,7 @@ use super::model::{Database, User, DEFAULT_SERVER_PORT};
 use super::raw::{Kind, Node};
 use super::read::{self, Ctx};
 use super::sections::{
-    KeyLines, ParsedDatabase, ParsedUser, POOLER_MODES, POOLER_MODES_UNSUPPORTED, ROLES,
+    lb_weight, KeyLines, ParsedDatabase, ParsedUser, POOLER_MODES, POOLER_MODES_UNSUPPORTED, ROLES,
 };
 
 /// The "file" URL diagnostics name; their line is the URL's 1-based position.
@@ -262,6 +263,13 @@ fn apply_param(ctx: &mut Ctx<'_>, line: usize, key: &str, value: String, databas
         "min_pool_size" => {
             database.min_pool_size = integer(ctx).and_then(|n| read::count(ctx, key, &n))
         }
+        // Not in PgDog's URL form (it drops unknown keys); taken so a server
+        // of a URL-defined cluster can be weighted as in pgdog.toml.
+        "lb_weight" => {
+            if let Some(weight) = integer(ctx).and_then(|n| lb_weight(ctx, key, &n)) {
+                database.lb_weight = weight;
+            }
+        }
         "pooler_mode" => {
             let node = string_node(line, value.clone());
             database.pooler_mode =
@@ -363,6 +371,42 @@ mod tests {
         assert_eq!(
             diagnostics.errors[3].to_string(),
             "--database_url:4: key `shard`: expected an integer, found `x`"
+        );
+    }
+
+    #[test]
+    fn lb_weight_parameter_sets_the_weight() {
+        let (databases, _, d) = one("postgres://u:p@h/db?role=replica&lb_weight=7");
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        assert_eq!(databases[0].database.lb_weight, 7);
+        let (databases, _, d) = one("postgres://u:p@h/db?lb_weight=0");
+        assert!(d.errors.is_empty(), "{:?}", d.errors);
+        assert_eq!(databases[0].database.lb_weight, 0);
+        let (databases, _, _) = one("postgres://u:p@h/db");
+        assert_eq!(databases[0].database.lb_weight, 255, "the default");
+    }
+
+    #[test]
+    fn bad_lb_weight_is_an_error_like_the_toml_key() {
+        let urls = [
+            "postgres://u@h/db?lb_weight=256",
+            "postgres://u@h/db?lb_weight=-1",
+            "postgres://u@h/db?lb_weight=heavy",
+            "postgres://u@h/db?lb_weight=",
+        ];
+        let mut diagnostics = Diagnostics::default();
+        let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+        let (databases, _) = read_urls(&mut diagnostics, &urls);
+        assert!(databases.is_empty());
+        let messages: Vec<String> = diagnostics.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            messages,
+            [
+                "--database_url:1: key `lb_weight`: must be between 0 and 255, found 256",
+                "--database_url:2: key `lb_weight`: must not be negative, found -1",
+                "--database_url:3: key `lb_weight`: expected an integer, found `heavy`",
+                "--database_url:4: key `lb_weight`: expected an integer, found ``",
+            ]
         );
     }
 

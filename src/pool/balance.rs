@@ -314,13 +314,17 @@ impl Balancer {
             }
             LoadBalancingStrategy::RoundRobin => self.rotated(set),
             LoadBalancingStrategy::LeastActiveConnections => {
-                // Rotate first so equally busy servers take turns; the sort
-                // is stable, so the rotation decides among ties.
-                if !set.is_empty() {
-                    set.rotate_left(self.next % set.len());
+                // Least busy first; the counter rotates only the servers tied
+                // for least, so they take equal turns. (Rotating the whole set
+                // before a stable sort gave a busy server's turns to the idle
+                // one after it: 2:1 between two idle servers beside a busy one.)
+                set.sort_by_key(|t| t.active);
+                let least = set.first().map_or(0, |t| t.active);
+                let tied = set.iter().take_while(|t| t.active == least).count();
+                if tied > 0 {
+                    set[..tied].rotate_left(self.next % tied);
                     self.next = self.next.wrapping_add(1);
                 }
-                set.sort_by_key(|t| t.active);
                 self.order.extend(set.iter().map(|t| t.id));
             }
             LoadBalancingStrategy::WeightedRoundRobin => self.smooth_weighted(set),
@@ -600,6 +604,42 @@ mod tests {
         }
         let counts = first_picks(&mut lb, &targets, &bans, 10_000);
         assert_eq!(counts, [2_500; 4]);
+    }
+
+    #[test]
+    fn least_active_connections_shares_evenly_among_the_least_busy() {
+        // One busy server: the three idle ones split the reads equally.
+        let mut targets = shard(3);
+        targets[0].active = 1;
+        let bans = Bans::new(4);
+        let mut lb = balancer(
+            LoadBalancingStrategy::LeastActiveConnections,
+            ReadWriteSplit::IncludePrimary,
+        );
+        let counts = first_picks(&mut lb, &targets, &bans, 9_000);
+        assert_eq!(counts, [0, 3_000, 3_000, 3_000]);
+        // Two busy ones: the other two alternate, and the busy follow.
+        targets[2].active = 2;
+        let now = Instant::now();
+        let firsts: Vec<u16> = (0..4)
+            .map(|_| lb.candidates(Intent::Read, &targets, &bans, now)[0].0)
+            .collect();
+        assert_eq!(
+            firsts.iter().filter(|&&id| id == 1).count(),
+            2,
+            "{firsts:?}"
+        );
+        assert_eq!(
+            firsts.iter().filter(|&&id| id == 3).count(),
+            2,
+            "{firsts:?}"
+        );
+        let order = lb.candidates(Intent::Read, &targets, &bans, now);
+        assert_eq!(
+            &order[2..],
+            ids(&[0, 2]),
+            "busy servers last, least busy first"
+        );
     }
 
     #[test]
