@@ -250,10 +250,24 @@ impl ServerConn {
     /// Runs one query of the pool's own and returns the bodies of the rows it
     /// sent; like `execute`, the server must end Idle.
     pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Bytes>, ServerError> {
+        self.run_own(sql, OwnQueryReply::default()).await
+    }
+
+    /// Runs a client's `BEGIN` that the relay answered before it held a
+    /// server (`read_write_strategy = "aggressive"`) and reads through
+    /// ReadyForQuery, which must say InTransaction.
+    pub async fn begin(&mut self, sql: &str) -> Result<(), ServerError> {
+        self.run_own(sql, OwnQueryReply::to_begin()).await.map(drop)
+    }
+
+    async fn run_own(
+        &mut self,
+        sql: &str,
+        mut reply: OwnQueryReply,
+    ) -> Result<Vec<Bytes>, ServerError> {
         let mut out = BytesMut::new();
         write::query(&mut out, sql);
         self.send(&mut out).await?;
-        let mut reply = OwnQueryReply::default();
         loop {
             let message = self.read_message().await?;
             if let Some(rows) = reply.on_message(&message, &mut self.params)? {

@@ -7,6 +7,8 @@
 //! headers, ReadyForQuery and fatal errors. When every request sent has had its
 //! ReadyForQuery, nothing is left unsynced and the server says Idle, the server
 //! connection is provably clean and goes back to the pool (transaction mode).
+//! Under `read_write_strategy = "aggressive"` a lone `BEGIN` is answered with
+//! no server held and run by the server the next request picks.
 //!
 //! A client that vanishes with work in flight (before its Sync, mid-COPY,
 //! mid-query) never has its work committed: the server connection is closed,
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 
-use crate::config::{ConnectionRecovery, PreparedStatements, ReadWriteSplit};
+use crate::config::{ConnectionRecovery, PreparedStatements, ReadWriteSplit, ReadWriteStrategy};
 use crate::control::snapshot::Snapshot;
 use crate::core::Core;
 use crate::ids::Epoch;
@@ -29,7 +31,7 @@ use crate::pool::server_conn::{self, read_more, write_or_read, WriteOrRead};
 use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn, ServerPool};
 use crate::prepared::{self, Books, ClientStatements, ReplyPlan, Verdict};
 use crate::protocol::backend::{BackendMessage, TransactionStatus};
-use crate::protocol::frontend::FrontendKind;
+use crate::protocol::frontend::{FrontendKind, FrontendMessage};
 use crate::protocol::write::{self, Severity};
 use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
 use crate::pubsub::{self, Subscriber};
@@ -74,6 +76,9 @@ pub struct RelaySettings {
     pub connection_recovery: ConnectionRecovery,
     /// `read_write_split`, for reads on a cluster of several servers.
     pub split: ReadWriteSplit,
+    /// `read_write_strategy`: does a transaction not declared READ ONLY go
+    /// to the primary, or where the statements sent with it go?
+    pub strategy: ReadWriteStrategy,
     /// `client_connection_recovery`: does a client that could not get a
     /// server connection stay connected (`recover`) or is it closed (`drop`)?
     pub keep_client_on_pool_error: bool,
@@ -97,6 +102,7 @@ impl RelaySettings {
             statements_limit: crate::core::statements_limit(snapshot),
             connection_recovery: snapshot.connection_recovery,
             split: snapshot.balancing.split,
+            strategy: snapshot.balancing.read_write_strategy,
             keep_client_on_pool_error: snapshot.client_connection_recovery
                 == ConnectionRecovery::Recover,
         }
@@ -206,6 +212,10 @@ pub struct Relay<'a> {
     rollback_sent: bool,
     /// A COPY FROM STDIN is under way (the server is waiting for data).
     copy_in: bool,
+    /// A `BEGIN` answered here with no server held (aggressive read/write
+    /// strategy): the next request picks the server, which runs it first.
+    /// `status` says InTransaction meanwhile.
+    deferred_begin: Option<String>,
 }
 
 impl<'a> Relay<'a> {
@@ -254,6 +264,7 @@ impl<'a> Relay<'a> {
             subscriber: None,
             rollback_sent: false,
             copy_in: false,
+            deferred_begin: None,
         }
     }
 
@@ -342,8 +353,18 @@ impl<'a> Relay<'a> {
         }
         self.deliver_notifications().await?;
         let shutdown = self.handle.shutdown.clone();
-        let idle_limit = self.settings.client_idle_timeout;
-        let notified = self.subscriber.as_ref().map(Subscriber::ready);
+        // Only a deferred BEGIN leaves a transaction open with no server.
+        let in_transaction = self.status != TransactionStatus::Idle;
+        let idle_limit = if in_transaction {
+            self.settings.client_idle_in_transaction_timeout
+        } else {
+            self.settings.client_idle_timeout
+        };
+        let notified = self
+            .subscriber
+            .as_ref()
+            .filter(|_| !in_transaction)
+            .map(Subscriber::ready);
         let client = &mut *self.client;
         let wake = rt::race(async { Wake::Client(client.read_more().await) }, async {
             rt::race(
@@ -375,6 +396,7 @@ impl<'a> Relay<'a> {
             Wake::Client(Ok(n)) if n > 0 => Ok(()),
             Wake::Notify => self.deliver_notifications().await,
             Wake::Shutdown => Err(End::Shutdown),
+            Wake::ClientIdle if in_transaction => Err(End::IdleInTransaction),
             Wake::ClientIdle => Err(End::ClientIdle),
             _ => Err(End::ClientGone),
         }
@@ -478,6 +500,9 @@ impl<'a> Relay<'a> {
         let Some(subscriber) = self.subscriber.as_ref() else {
             return Ok(());
         };
+        if self.status != TransactionStatus::Idle {
+            return Ok(());
+        }
         if subscriber.try_take(&mut self.client.out) {
             self.client.flush().await.map_err(|_| End::ClientGone)?;
         }
@@ -493,6 +518,11 @@ impl<'a> Relay<'a> {
             );
             return self.fail_request(batch, "3D000", &message).await;
         }
+        if self.settings.strategy == ReadWriteStrategy::Aggressive {
+            if let Some((tag, sql)) = self.deferrable_begin(&batch) {
+                return self.defer_begin(batch, tag, sql).await;
+            }
+        }
         self.handle.waiting.set(true);
         self.handle.withdraw.reset();
         let intent = self.intent(&batch);
@@ -506,20 +536,18 @@ impl<'a> Relay<'a> {
         match outcome {
             Checkout::Got(mut conn) => {
                 conn.prepared.set_limit(self.settings.statements_limit);
-                if let Err(error) = self.bring_to_client_settings(&mut conn).await {
+                let status = match self.prepare_conn(&mut conn).await {
+                    Ok(status) => status,
                     // The connection is closed (dropped), not pooled.
-                    let message = format!("could not apply the session's settings: {error}");
-                    return self.fail_request(batch, "08006", &message).await;
-                }
-                if self.report_startup {
-                    self.report_startup = false;
-                    self.report_startup_settings(&mut conn).await;
-                }
+                    Err((sqlstate, message)) => {
+                        return self.fail_request(batch, &sqlstate, &message).await;
+                    }
+                };
                 self.handle.set_server(Some(conn.cancel_key.clone()));
                 self.server = Some(conn);
                 self.dirty = false;
                 self.capture = false;
-                self.status = TransactionStatus::Idle;
+                self.status = status;
                 self.forward_client(batch).await
             }
             Checkout::Withdrawn => {
@@ -534,6 +562,30 @@ impl<'a> Relay<'a> {
                 self.fail_request(batch, sqlstate, &message).await
             }
         }
+    }
+
+    /// Brings a connection just checked out to the session: its settings,
+    /// once the startup settings report, then a deferred `BEGIN` (last, so
+    /// sleddog's own statements run outside the client's transaction).
+    /// Returns the transaction status it is left in; Err: the SQLSTATE and
+    /// message for the client.
+    async fn prepare_conn(
+        &mut self,
+        conn: &mut PooledConn,
+    ) -> Result<TransactionStatus, (String, String)> {
+        if let Err(error) = self.bring_to_client_settings(conn).await {
+            let message = format!("could not apply the session's settings: {error}");
+            return Err(("08006".to_owned(), message));
+        }
+        if self.report_startup {
+            self.report_startup = false;
+            self.report_startup_settings(conn).await;
+        }
+        let Some(sql) = self.deferred_begin.take() else {
+            return Ok(TransactionStatus::Idle);
+        };
+        run_deferred_begin(conn, &sql).await?;
+        Ok(TransactionStatus::InTransaction)
     }
 
     /// `SET pgdog.pin TO true` (PgDog's): the client stays on its server
@@ -653,6 +705,49 @@ impl<'a> Relay<'a> {
         }
     }
 
+    /// Aggressive strategy, transaction mode, several servers, no
+    /// transaction open: is the request one simple Query holding only a
+    /// `BEGIN` that the next request should route? Its command tag and text
+    /// if so.
+    fn deferrable_begin(&self, batch: &ClientBatch) -> Option<(&'static str, String)> {
+        if self.settings.session_mode
+            || self.cluster.servers.len() == 1
+            || self.status != TransactionStatus::Idle
+            || batch.sync_points != 1
+            || batch.unsynced
+        {
+            return None;
+        }
+        let message = &self.client.buf[..batch.len];
+        let header = frame::header(message, DEFAULT_MAX_MESSAGE_LEN).ok()??;
+        if header.total_len != batch.len {
+            return None;
+        }
+        let Ok(FrontendMessage::Query { sql }) = FrontendMessage::decode(message) else {
+            return None;
+        };
+        let session = route::session_role(self.params.get("pgdog.role"));
+        let tag = route::deferrable_begin(sql, &mut self.core.router.borrow_mut(), session)?;
+        Some((tag, sql.to_owned()))
+    }
+
+    /// Answers a lone `BEGIN` as Postgres would (CommandComplete, then
+    /// ReadyForQuery 'T') and keeps its text for the server the next request
+    /// picks ("protocol-flow", Simple Query).
+    async fn defer_begin(
+        &mut self,
+        batch: ClientBatch,
+        tag: &'static str,
+        sql: String,
+    ) -> Result<(), End> {
+        self.deferred_begin = Some(sql);
+        self.client.buf.advance(batch.len);
+        self.status = TransactionStatus::InTransaction;
+        write::command_complete(&mut self.client.out, tag);
+        write::ready_for_query(&mut self.client.out, self.status);
+        self.client.flush().await.map_err(|_| End::ClientGone)
+    }
+
     /// What the request needs: asked only of a cluster with a choice to make.
     fn intent(&self, batch: &ClientBatch) -> Intent {
         if self.cluster.servers.len() == 1 {
@@ -664,6 +759,7 @@ impl<'a> Relay<'a> {
             &self.statements,
             &mut self.core.router.borrow_mut(),
             session,
+            self.settings.strategy,
             self.settings.split,
         )
     }
@@ -728,13 +824,17 @@ impl<'a> Relay<'a> {
     }
 
     /// Answers a request no server will see: an error and a ReadyForQuery for
-    /// each sync point, as if each had failed on the server.
+    /// each sync point, as if each had failed on the server. A deferred
+    /// `BEGIN` goes with it: the ReadyForQuery says Idle, so the client
+    /// knows its transaction is over.
     async fn fail_request(
         &mut self,
         batch: ClientBatch,
         sqlstate: &str,
         message: &str,
     ) -> Result<(), End> {
+        self.deferred_begin = None;
+        self.status = TransactionStatus::Idle;
         let out = &mut self.client.out;
         for _ in 0..batch.sync_points {
             write::error_response(out, Severity::Error, sqlstate, message, None);
@@ -1305,6 +1405,27 @@ impl Relay<'_> {
             }
         };
         rt::timeout(deadline, work).await == Some(true)
+    }
+}
+
+/// Runs a deferred `BEGIN` on the connection just checked out, within
+/// RESET_TIMEOUT. Err: the SQLSTATE and message for the client (the
+/// connection must be closed): the server's own when it refused the BEGIN
+/// (a standby refusing an isolation level, say).
+async fn run_deferred_begin(conn: &mut PooledConn, sql: &str) -> Result<(), (String, String)> {
+    match rt::timeout(RESET_TIMEOUT, conn.begin(sql)).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(server_conn::ServerError::Rejected { sqlstate, message })) => {
+            Err((sqlstate, message))
+        }
+        Some(Err(error)) => Err((
+            "08006".to_owned(),
+            format!("could not start the transaction: {error}"),
+        )),
+        None => Err((
+            "08006".to_owned(),
+            "could not start the transaction: timed out".to_owned(),
+        )),
     }
 }
 

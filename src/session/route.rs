@@ -7,17 +7,23 @@
 //! Rules (issue 4, PgDog's manual routing): a comment hint
 //! `/* pgdog_role: primary|replica */` decides; else the session's
 //! `pgdog.role` (SET, or the startup parameter); else the SQL: a request that
-//! writes anywhere, or opens a transaction that is not `READ ONLY`, goes to
-//! the primary (`read_write_strategy = "conservative"`); `BEGIN READ ONLY`
-//! goes to a replica whenever one is in rotation; other reads are balanced
-//! per `read_write_split` (`prefer_primary`: to the primary unless a hint
-//! says replica).
+//! writes anywhere goes to the primary; `BEGIN READ ONLY` goes to a replica
+//! whenever one is in rotation; other reads are balanced per
+//! `read_write_split` (`prefer_primary`: to the primary unless a hint says
+//! replica). A transaction opened without `READ ONLY` goes to the primary
+//! under `read_write_strategy = "conservative"`; under `"aggressive"` the
+//! statements sent with it decide, as if the `BEGIN` were not there (the
+//! relay holds back a `BEGIN` sent alone until the next request, see
+//! [`deferrable_begin`]). `BEGIN READ WRITE` and `SERIALIZABLE` stay on the
+//! primary under both: a hot standby refuses them at `BEGIN` ("hot-standby"
+//! in the PostgreSQL docs, "Hot Standby: user's overview").
 //!
 //! Must not: be asked when the cluster has one server (nothing to choose,
 //! and no SQL is parsed then), or decide anything inside a transaction (the
-//! session keeps its server until the transaction ends).
+//! session keeps its server until the transaction ends; a deferred `BEGIN`
+//! holds none, so its transaction's first request is asked).
 
-use crate::config::ReadWriteSplit;
+use crate::config::{ReadWriteSplit, ReadWriteStrategy};
 use crate::pool::balance::Intent;
 use crate::prepared::ClientStatements;
 use crate::protocol::frame;
@@ -44,6 +50,7 @@ pub fn intent(
     statements: &ClientStatements,
     cache: &mut QueryCache,
     session: Option<Role>,
+    strategy: ReadWriteStrategy,
     split: ReadWriteSplit,
 ) -> Intent {
     let mut seen = Seen::default();
@@ -61,14 +68,14 @@ pub fn intent(
         }
         match FrontendMessage::decode(msg) {
             Ok(FrontendMessage::Query { sql }) | Ok(FrontendMessage::Parse { sql, .. }) => {
-                seen.add(&cache.get_or_classify(sql));
+                seen.add(&cache.get_or_classify(sql), sql);
             }
             Ok(FrontendMessage::Bind { statement, .. }) if !statement.is_empty() => {
                 match statements
                     .get(statement)
                     .and_then(|s| std::str::from_utf8(s.sql()).ok())
                 {
-                    Some(sql) => seen.add(&cache.get_or_classify(sql)),
+                    Some(sql) => seen.add(&cache.get_or_classify(sql), sql),
                     // A statement sleddog does not know (not renamed, or
                     // prepared by SQL): the primary, to be safe.
                     None => seen.write = true,
@@ -77,7 +84,78 @@ pub fn intent(
             _ => {}
         }
     }
-    seen.decide(session, split)
+    seen.decide(session, strategy, split)
+}
+
+/// `read_write_strategy = "aggressive"`: is `sql`, the whole text of a
+/// simple Query, a `BEGIN` the relay may answer itself and run later on the
+/// server the next request picks? Only a lone `BEGIN`/`START TRANSACTION`
+/// with nothing else deciding the route (no `READ ONLY`/`READ WRITE`, no
+/// `SERIALIZABLE`, no hint, no session `pgdog.role`). Returns the command
+/// tag Postgres answers it with.
+pub fn deferrable_begin(
+    sql: &str,
+    cache: &mut QueryCache,
+    session: Option<Role>,
+) -> Option<&'static str> {
+    if session.is_some() {
+        return None;
+    }
+    let mut seen = Seen::default();
+    seen.add(&cache.get_or_classify(sql), sql);
+    if !seen.begin || seen.others || seen.write || seen.hint.is_some() {
+        return None;
+    }
+    Some(begin_tag(sql))
+}
+
+/// The CommandComplete tag of a `BEGIN` or `START TRANSACTION` (the first
+/// keyword, after white space and comments): `BEGIN [WORK|TRANSACTION]`
+/// answers `BEGIN`, `START TRANSACTION` answers `START TRANSACTION`.
+fn begin_tag(sql: &str) -> &'static str {
+    let mut rest = sql.as_bytes();
+    loop {
+        rest = rest.trim_ascii_start();
+        if let Some(after) = rest.strip_prefix(b"--") {
+            let end = after
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(after.len());
+            rest = &after[end..];
+        } else if rest.starts_with(b"/*") {
+            rest = skip_block_comment(rest);
+        } else {
+            break;
+        }
+    }
+    match rest.get(..5) {
+        Some(word) if word.eq_ignore_ascii_case(b"start") => "START TRANSACTION",
+        _ => "BEGIN",
+    }
+}
+
+/// `text` starts with `/*`: the text after the comment, which nests in
+/// Postgres ("sql-syntax-lexical", Comments).
+fn skip_block_comment(text: &[u8]) -> &[u8] {
+    let mut depth = 0usize;
+    let mut at = 0;
+    while at + 1 < text.len() {
+        match &text[at..at + 2] {
+            b"/*" => {
+                depth += 1;
+                at += 2;
+            }
+            b"*/" => {
+                depth -= 1;
+                at += 2;
+                if depth == 0 {
+                    return &text[at..];
+                }
+            }
+            _ => at += 1,
+        }
+    }
+    &[]
 }
 
 /// What the request's statements asked for, together.
@@ -85,34 +163,55 @@ pub fn intent(
 struct Seen {
     write: bool,
     read_only_transaction: bool,
+    /// A `BEGIN`/`START TRANSACTION` a replica could run: no access mode,
+    /// not `SERIALIZABLE`.
+    begin: bool,
+    /// A statement besides such a `BEGIN`.
+    others: bool,
     /// A comment hint; the first one wins.
     hint: Option<Role>,
     any: bool,
 }
 
 impl Seen {
-    fn add(&mut self, classified: &Classified) {
+    /// `classified` is the answer for `sql`.
+    fn add(&mut self, classified: &Classified, sql: &str) {
         self.any = true;
         self.hint = self.hint.or(classified.hints.role);
         match classified.transaction {
             Some(Transaction::Begin(Access::ReadOnly)) => {
                 self.read_only_transaction = true;
             }
+            Some(Transaction::Begin(Access::Default)) if !names_serializable(sql) => {
+                self.begin = true;
+                // Only the first statement is described: the rest of a
+                // multi-statement text is something else.
+                self.others |= classified.statements > 1;
+            }
             Some(Transaction::Begin(_)) => self.write = true,
-            _ => {}
+            _ => self.others = true,
         }
         if classified.is_write() {
             self.write = true;
         }
     }
 
-    fn decide(&self, session: Option<Role>, split: ReadWriteSplit) -> Intent {
+    fn decide(
+        &self,
+        session: Option<Role>,
+        strategy: ReadWriteStrategy,
+        split: ReadWriteSplit,
+    ) -> Intent {
         match self.hint.or(session) {
             Some(Role::Primary) => return Intent::Write,
             Some(Role::Replica) => return Intent::ReadOnlyTransaction,
             None => {}
         }
-        if self.write || !self.any {
+        // Aggressive: the statements that came with the BEGIN decide; a
+        // BEGIN with nothing after it cannot be judged and stays safe.
+        let begin_forces_write =
+            self.begin && (strategy == ReadWriteStrategy::Conservative || !self.others);
+        if self.write || !self.any || begin_forces_write {
             Intent::Write
         } else if self.read_only_transaction {
             Intent::ReadOnlyTransaction
@@ -121,5 +220,173 @@ impl Seen {
         } else {
             Intent::Read
         }
+    }
+}
+
+/// A lexical look for `SERIALIZABLE` in a `BEGIN`'s text (a comment naming
+/// it only errs toward the primary). A hot standby refuses the level.
+fn names_serializable(sql: &str) -> bool {
+    const WORD: &[u8] = b"serializable";
+    sql.as_bytes()
+        .windows(WORD.len())
+        .any(|w| w.eq_ignore_ascii_case(WORD))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{BufMut, BytesMut};
+
+    use super::*;
+    use crate::protocol::write;
+
+    const AGGRESSIVE: ReadWriteStrategy = ReadWriteStrategy::Aggressive;
+    const CONSERVATIVE: ReadWriteStrategy = ReadWriteStrategy::Conservative;
+    const SPLIT: ReadWriteSplit = ReadWriteSplit::IncludePrimary;
+
+    fn message(out: &mut BytesMut, tag: u8, body: &[u8]) {
+        out.put_u8(tag);
+        out.put_u32(u32::try_from(body.len() + 4).unwrap());
+        out.put_slice(body);
+    }
+
+    /// Parse (unnamed), Bind, Execute for each statement, then one Sync: a
+    /// pipelined extended-protocol batch.
+    fn pipelined(statements: &[&str]) -> BytesMut {
+        let mut out = BytesMut::new();
+        for sql in statements {
+            let mut parse = vec![0];
+            parse.extend_from_slice(sql.as_bytes());
+            parse.extend_from_slice(&[0, 0, 0]);
+            message(&mut out, b'P', &parse);
+            message(&mut out, b'B', &[0, 0, 0, 0, 0, 0, 0, 0]);
+            message(&mut out, b'E', &[0, 0, 0, 0, 0]);
+        }
+        write::sync(&mut out);
+        out
+    }
+
+    fn simple(sql: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        write::query(&mut out, sql);
+        out
+    }
+
+    fn route(batch: &[u8], session: Option<Role>, strategy: ReadWriteStrategy) -> Intent {
+        let statements = ClientStatements::new(false, false, false);
+        let mut cache = QueryCache::new(16);
+        intent(batch, &statements, &mut cache, session, strategy, SPLIT)
+    }
+
+    #[test]
+    fn conservative_sends_every_read_write_transaction_to_the_primary() {
+        for batch in [
+            simple("BEGIN"),
+            simple("BEGIN; SELECT 1"),
+            simple("start transaction; select 1; commit"),
+            pipelined(&["BEGIN", "SELECT 1"]),
+        ] {
+            assert_eq!(route(&batch, None, CONSERVATIVE), Intent::Write);
+        }
+        let read_only = simple("BEGIN READ ONLY; SELECT 1");
+        assert_eq!(
+            route(&read_only, None, CONSERVATIVE),
+            Intent::ReadOnlyTransaction
+        );
+        assert_eq!(route(&simple("SELECT 1"), None, CONSERVATIVE), Intent::Read);
+    }
+
+    #[test]
+    fn aggressive_routes_a_transaction_by_the_statements_sent_with_it() {
+        for batch in [
+            simple("BEGIN; SELECT 1"),
+            simple("begin; select 1; commit"),
+            simple("START TRANSACTION ISOLATION LEVEL REPEATABLE READ; SELECT 1"),
+            pipelined(&["BEGIN", "SELECT 1"]),
+            pipelined(&["BEGIN", "SELECT 1", "COMMIT"]),
+        ] {
+            assert_eq!(route(&batch, None, AGGRESSIVE), Intent::Read, "{batch:?}");
+        }
+        for batch in [
+            simple("BEGIN; INSERT INTO t VALUES (1)"),
+            simple("BEGIN; SELECT 1; UPDATE t SET a = 1"),
+            simple("BEGIN; SELECT nextval('s')"),
+            pipelined(&["BEGIN", "SELECT 1", "DELETE FROM t"]),
+            pipelined(&["BEGIN", "SELECT * FROM t FOR UPDATE"]),
+        ] {
+            assert_eq!(route(&batch, None, AGGRESSIVE), Intent::Write, "{batch:?}");
+        }
+    }
+
+    #[test]
+    fn aggressive_keeps_what_a_replica_cannot_run_on_the_primary() {
+        for batch in [
+            // Nothing to judge the transaction by.
+            simple("BEGIN"),
+            pipelined(&["BEGIN"]),
+            // A hot standby refuses these at BEGIN.
+            simple("BEGIN READ WRITE; SELECT 1"),
+            simple("BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT 1"),
+            pipelined(&["START TRANSACTION READ WRITE", "SELECT 1"]),
+        ] {
+            assert_eq!(route(&batch, None, AGGRESSIVE), Intent::Write, "{batch:?}");
+        }
+        let read_only = pipelined(&["BEGIN READ ONLY", "SELECT 1"]);
+        assert_eq!(
+            route(&read_only, None, AGGRESSIVE),
+            Intent::ReadOnlyTransaction
+        );
+    }
+
+    #[test]
+    fn hints_and_the_session_role_decide_before_the_strategy() {
+        let hinted = simple("/* pgdog_role: primary */ BEGIN; SELECT 1");
+        assert_eq!(route(&hinted, None, AGGRESSIVE), Intent::Write);
+        let read = simple("BEGIN; SELECT 1");
+        assert_eq!(route(&read, Some(Role::Primary), AGGRESSIVE), Intent::Write);
+        let write = simple("BEGIN; INSERT INTO t VALUES (1)");
+        assert_eq!(
+            route(&write, Some(Role::Replica), AGGRESSIVE),
+            Intent::ReadOnlyTransaction
+        );
+    }
+
+    #[test]
+    fn prefer_primary_still_keeps_aggressive_reads_on_the_primary() {
+        let statements = ClientStatements::new(false, false, false);
+        let mut cache = QueryCache::new(16);
+        let batch = simple("BEGIN; SELECT 1");
+        let split = ReadWriteSplit::PreferPrimary;
+        let intent = intent(&batch, &statements, &mut cache, None, AGGRESSIVE, split);
+        assert_eq!(intent, Intent::Write);
+    }
+
+    #[test]
+    fn only_a_lone_undecided_begin_is_deferred() {
+        let mut cache = QueryCache::new(16);
+        let mut defer = |sql: &str, session| deferrable_begin(sql, &mut cache, session);
+        assert_eq!(defer("BEGIN", None), Some("BEGIN"));
+        assert_eq!(defer("begin work;", None), Some("BEGIN"));
+        assert_eq!(
+            defer("begin isolation level repeatable read", None),
+            Some("BEGIN")
+        );
+        assert_eq!(defer("START TRANSACTION", None), Some("START TRANSACTION"));
+        assert_eq!(
+            defer("/* a /* nested */ note */ -- why\n start transaction", None),
+            Some("START TRANSACTION")
+        );
+        for sql in [
+            "BEGIN READ ONLY",
+            "BEGIN READ WRITE",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "BEGIN; SELECT 1",
+            "/* pgdog_role: replica */ BEGIN",
+            "SELECT 1",
+            "COMMIT",
+            "",
+        ] {
+            assert_eq!(defer(sql, None), None, "{sql}");
+        }
+        assert_eq!(defer("BEGIN", Some(Role::Replica)), None);
     }
 }
