@@ -194,3 +194,37 @@ async fn a_lagging_replica_leaves_rotation_until_it_catches_up() {
         proxy.log()
     );
 }
+
+/// `BEGIN` and `SET LOCAL pgdog.role TO 'replica'` sent one by one: sleddog
+/// answers the `BEGIN` itself, so the `SET` still picks the transaction's
+/// server; the setting ends with the transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_local_pgdog_role_routes_its_transaction() {
+    let (primary, replica) = servers();
+    let port = free_port();
+    let _proxy = Sleddog::start(&lb_config(port, "", primary, replica), USERS);
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    let q = "select pg_is_in_recovery()";
+
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("SET LOCAL pgdog.role TO 'replica'")
+        .await
+        .unwrap();
+    assert!(on_replica(&client, q).await, "after SET LOCAL");
+    assert!(on_replica(&client, q).await, "the whole transaction");
+    client.batch_execute("COMMIT").await.unwrap();
+
+    // Conservative (the default): a read-write transaction is the primary's.
+    for _ in 0..3 {
+        client.batch_execute("BEGIN").await.unwrap();
+        assert!(!on_replica(&client, q).await, "a plain transaction");
+        client.batch_execute("COMMIT").await.unwrap();
+    }
+    client
+        .batch_execute("BEGIN; SET LOCAL pgdog.role TO 'replica'")
+        .await
+        .unwrap();
+    assert!(on_replica(&client, q).await, "BEGIN and SET in one query");
+    client.batch_execute("ROLLBACK").await.unwrap();
+}

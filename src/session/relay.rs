@@ -7,8 +7,8 @@
 //! headers, ReadyForQuery and fatal errors. When every request sent has had its
 //! ReadyForQuery, nothing is left unsynced and the server says Idle, the server
 //! connection is provably clean and goes back to the pool (transaction mode).
-//! Under `read_write_strategy = "aggressive"` a lone `BEGIN` is answered with
-//! no server held and run by the server the next request picks.
+//! On a cluster of several servers a lone `BEGIN` is answered with no
+//! server held and run by the server the next request picks.
 //!
 //! A client that vanishes with work in flight (before its Sync, mid-COPY,
 //! mid-query) never has its work committed: the server connection is closed,
@@ -518,10 +518,8 @@ impl<'a> Relay<'a> {
             );
             return self.fail_request(batch, "3D000", &message).await;
         }
-        if self.settings.strategy == ReadWriteStrategy::Aggressive {
-            if let Some((tag, sql)) = self.deferrable_begin(&batch) {
-                return self.defer_begin(batch, tag, sql).await;
-            }
+        if let Some((tag, sql)) = self.deferrable_begin(&batch) {
+            return self.defer_begin(batch, tag, sql).await;
         }
         self.handle.waiting.set(true);
         self.handle.withdraw.reset();
@@ -705,10 +703,11 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Aggressive strategy, transaction mode, several servers, no
-    /// transaction open: is the request one simple Query holding only a
-    /// `BEGIN` that the next request should route? Its command tag and text
-    /// if so.
+    /// Transaction mode, several servers, no transaction open: is the
+    /// request one simple Query holding only a `BEGIN` that the next request
+    /// should route? (Under `conservative` that request goes to the primary
+    /// unless it sets `pgdog.role` or carries a hint; under `aggressive` its
+    /// statements decide.) Its command tag and text if so.
     fn deferrable_begin(&self, batch: &ClientBatch) -> Option<(&'static str, String)> {
         if self.settings.session_mode
             || self.cluster.servers.len() == 1
@@ -761,6 +760,7 @@ impl<'a> Relay<'a> {
             session,
             self.settings.strategy,
             self.settings.split,
+            self.deferred_begin.is_some(),
         )
     }
 

@@ -5,16 +5,18 @@
 //! `pgdog.role` setting.
 //!
 //! Rules (issue 4, PgDog's manual routing): a comment hint
-//! `/* pgdog_role: primary|replica */` decides; else the session's
-//! `pgdog.role` (SET, or the startup parameter); else the SQL: a request that
+//! `/* pgdog_role: primary|replica */` decides; else a `SET [LOCAL]
+//! pgdog.role` in the request itself; else the session's `pgdog.role` (SET
+//! earlier, or the startup parameter); else the SQL: a request that
 //! writes anywhere goes to the primary; `BEGIN READ ONLY` goes to a replica
 //! whenever one is in rotation; other reads are balanced per
 //! `read_write_split` (`prefer_primary`: to the primary unless a hint says
 //! replica). A transaction opened without `READ ONLY` goes to the primary
 //! under `read_write_strategy = "conservative"`; under `"aggressive"` the
 //! statements sent with it decide, as if the `BEGIN` were not there (the
-//! relay holds back a `BEGIN` sent alone until the next request, see
-//! [`deferrable_begin`]). `BEGIN READ WRITE` and `SERIALIZABLE` stay on the
+//! relay holds back a `BEGIN` sent alone until the next request under both
+//! strategies, see [`deferrable_begin`], so that `BEGIN; SET LOCAL
+//! pgdog.role TO 'replica'` sent one by one still routes the transaction). `BEGIN READ WRITE` and `SERIALIZABLE` stay on the
 //! primary under both: a hot standby refuses them at `BEGIN` ("hot-standby"
 //! in the PostgreSQL docs, "Hot Standby: user's overview").
 //!
@@ -29,7 +31,7 @@ use crate::prepared::ClientStatements;
 use crate::protocol::frame;
 use crate::protocol::frontend::{FrontendKind, FrontendMessage};
 use crate::protocol::DEFAULT_MAX_MESSAGE_LEN;
-use crate::router::{Access, Classified, QueryCache, Role, Transaction};
+use crate::router::{Access, Classified, QueryCache, Role, RoleSetting, Transaction};
 
 /// The session's own `pgdog.role` (from `SET pgdog.role` or the startup
 /// packet), if it names a role.
@@ -52,8 +54,14 @@ pub fn intent(
     session: Option<Role>,
     strategy: ReadWriteStrategy,
     split: ReadWriteSplit,
+    after_begin: bool,
 ) -> Intent {
-    let mut seen = Seen::default();
+    // The first request after a `BEGIN` the relay answered itself routes
+    // that transaction: as if the BEGIN were part of it.
+    let mut seen = Seen {
+        begin: after_begin,
+        ..Seen::default()
+    };
     let mut offset = 0;
     while let Ok(Some(header)) = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN) {
         let end = offset + header.total_len;
@@ -170,6 +178,10 @@ struct Seen {
     others: bool,
     /// A comment hint; the first one wins.
     hint: Option<Role>,
+    /// `SET [LOCAL] pgdog.role` to a role in the request: it decides where
+    /// the request itself goes too (after a comment hint, before the
+    /// session's setting, which it is about to replace).
+    setting: Option<Role>,
     any: bool,
 }
 
@@ -178,6 +190,9 @@ impl Seen {
     fn add(&mut self, classified: &Classified, sql: &str) {
         self.any = true;
         self.hint = self.hint.or(classified.hints.role);
+        if let Some(RoleSetting::Set { role, .. }) = classified.role_setting {
+            self.setting = Some(role);
+        }
         match classified.transaction {
             Some(Transaction::Begin(Access::ReadOnly)) => {
                 self.read_only_transaction = true;
@@ -202,7 +217,7 @@ impl Seen {
         strategy: ReadWriteStrategy,
         split: ReadWriteSplit,
     ) -> Intent {
-        match self.hint.or(session) {
+        match self.hint.or(self.setting).or(session) {
             Some(Role::Primary) => return Intent::Write,
             Some(Role::Replica) => return Intent::ReadOnlyTransaction,
             None => {}
@@ -274,7 +289,22 @@ mod tests {
     fn route(batch: &[u8], session: Option<Role>, strategy: ReadWriteStrategy) -> Intent {
         let statements = ClientStatements::new(false, false, false);
         let mut cache = QueryCache::new(16);
-        intent(batch, &statements, &mut cache, session, strategy, SPLIT)
+        intent(
+            batch,
+            &statements,
+            &mut cache,
+            session,
+            strategy,
+            SPLIT,
+            false,
+        )
+    }
+
+    /// The first request after a `BEGIN` the relay answered itself.
+    fn route_after_begin(batch: &[u8], strategy: ReadWriteStrategy) -> Intent {
+        let statements = ClientStatements::new(false, false, false);
+        let mut cache = QueryCache::new(16);
+        intent(batch, &statements, &mut cache, None, strategy, SPLIT, true)
     }
 
     #[test]
@@ -356,8 +386,56 @@ mod tests {
         let mut cache = QueryCache::new(16);
         let batch = simple("BEGIN; SELECT 1");
         let split = ReadWriteSplit::PreferPrimary;
-        let intent = intent(&batch, &statements, &mut cache, None, AGGRESSIVE, split);
+        let intent = intent(
+            &batch,
+            &statements,
+            &mut cache,
+            None,
+            AGGRESSIVE,
+            split,
+            false,
+        );
         assert_eq!(intent, Intent::Write);
+    }
+
+    #[test]
+    fn set_pgdog_role_routes_its_own_request() {
+        for strategy in [CONSERVATIVE, AGGRESSIVE] {
+            // After a BEGIN held back: SET LOCAL picks the transaction's server.
+            let local = simple("SET LOCAL pgdog.role TO 'replica'");
+            assert_eq!(
+                route_after_begin(&local, strategy),
+                Intent::ReadOnlyTransaction
+            );
+            let primary = simple("set local pgdog.role = 'primary'; select 1");
+            assert_eq!(route_after_begin(&primary, strategy), Intent::Write);
+            // In one text with the BEGIN, and for the session.
+            let inline = simple("BEGIN; SET LOCAL pgdog.role TO 'replica'; SELECT 1");
+            assert_eq!(route(&inline, None, strategy), Intent::ReadOnlyTransaction);
+            let session = simple("SET pgdog.role TO 'replica'");
+            assert_eq!(
+                route(&session, Some(Role::Primary), strategy),
+                Intent::ReadOnlyTransaction,
+                "the new setting wins over the old one"
+            );
+            // A comment hint still comes first.
+            let hinted = simple("/* pgdog_role: primary */ SET LOCAL pgdog.role TO 'replica'");
+            assert_eq!(route(&hinted, None, strategy), Intent::Write);
+            // Other values do not route.
+            let invalid = simple("SET LOCAL pgdog.role TO 'leader'");
+            assert_eq!(route_after_begin(&invalid, CONSERVATIVE), Intent::Write);
+        }
+    }
+
+    #[test]
+    fn after_a_held_begin_the_strategy_decides() {
+        let read = simple("SELECT 1");
+        assert_eq!(route_after_begin(&read, CONSERVATIVE), Intent::Write);
+        assert_eq!(route_after_begin(&read, AGGRESSIVE), Intent::Read);
+        let write = simple("INSERT INTO t VALUES (1)");
+        assert_eq!(route_after_begin(&write, AGGRESSIVE), Intent::Write);
+        let commit = simple("COMMIT");
+        assert_eq!(route_after_begin(&commit, CONSERVATIVE), Intent::Write);
     }
 
     #[test]
