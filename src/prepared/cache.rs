@@ -5,6 +5,7 @@
 //! Must not: know which server connection has prepared what (`server`) or which
 //! client calls a statement what (`client`).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -12,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::frontend::FrontendKind;
+use crate::router::Classified;
 
 use super::SERVER_NAME_PREFIX;
 
@@ -33,6 +35,10 @@ pub struct Statement {
     /// Defined by SQL `PREPARE` (`prepared_statements = "full"`): its
     /// parameter types are SQL type names, so only SQL can prepare it again.
     pub defined_by_sql: bool,
+    /// Its read/write classification, made the first time a request runs
+    /// it on a cluster of several servers and kept: each Bind is routed
+    /// without looking at the text again.
+    classified: Cell<Option<Classified>>,
 }
 
 impl Statement {
@@ -44,6 +50,17 @@ impl Statement {
         }
         let end = self.tail.iter().position(|b| *b == 0).unwrap_or(0);
         &self.tail[..end]
+    }
+
+    /// Its classification: `classify(text)` the first time, kept after.
+    /// None when the text is not UTF-8 (the caller treats that as a write).
+    pub fn classified(&self, classify: impl FnOnce(&str) -> Classified) -> Option<Classified> {
+        if let Some(classified) = self.classified.get() {
+            return Some(classified);
+        }
+        let classified = classify(std::str::from_utf8(self.sql()).ok()?);
+        self.classified.set(Some(classified));
+        Some(classified)
     }
 }
 
@@ -128,6 +145,7 @@ impl StatementCache {
             server_name,
             tail: key.clone(),
             defined_by_sql,
+            classified: Cell::new(None),
         });
         self.by_tail.insert(key, statement.clone());
         statement
@@ -176,6 +194,22 @@ mod tests {
         let mut tail = sql.as_bytes().to_vec();
         tail.extend_from_slice(&[0, 0, 1, 0, 0, 0, 23]);
         tail
+    }
+
+    #[test]
+    fn a_statement_is_classified_once() {
+        let mut cache = StatementCache::new(100);
+        let statement = cache.intern(&tail("insert into t values ($1)"));
+        let mut calls = 0;
+        for _ in 0..3 {
+            let classified = statement.classified(|sql| {
+                calls += 1;
+                assert_eq!(sql, "insert into t values ($1)");
+                crate::router::classify(sql)
+            });
+            assert!(classified.expect("UTF-8 text").is_write());
+        }
+        assert_eq!(calls, 1);
     }
 
     #[test]

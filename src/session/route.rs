@@ -76,14 +76,15 @@ pub fn intent(
         }
         match FrontendMessage::decode(msg) {
             Ok(FrontendMessage::Query { sql }) | Ok(FrontendMessage::Parse { sql, .. }) => {
-                seen.add(&cache.get_or_classify(sql), sql);
+                seen.add(&cache.get_or_classify(sql), sql.as_bytes());
             }
             Ok(FrontendMessage::Bind { statement, .. }) if !statement.is_empty() => {
-                match statements
-                    .get(statement)
-                    .and_then(|s| std::str::from_utf8(s.sql()).ok())
-                {
-                    Some(sql) => seen.add(&cache.get_or_classify(sql), sql),
+                let known = statements.get(statement).and_then(|s| {
+                    let classified = s.classified(|sql| cache.get_or_classify(sql))?;
+                    Some((classified, s.sql()))
+                });
+                match known {
+                    Some((classified, sql)) => seen.add(&classified, sql),
                     // A statement sleddog does not know (not renamed, or
                     // prepared by SQL): the primary, to be safe.
                     None => seen.write = true,
@@ -110,7 +111,7 @@ pub fn deferrable_begin(
         return None;
     }
     let mut seen = Seen::default();
-    seen.add(&cache.get_or_classify(sql), sql);
+    seen.add(&cache.get_or_classify(sql), sql.as_bytes());
     if !seen.begin || seen.others || seen.write || seen.hint.is_some() {
         return None;
     }
@@ -187,7 +188,7 @@ struct Seen {
 
 impl Seen {
     /// `classified` is the answer for `sql`.
-    fn add(&mut self, classified: &Classified, sql: &str) {
+    fn add(&mut self, classified: &Classified, sql: &[u8]) {
         self.any = true;
         self.hint = self.hint.or(classified.hints.role);
         if let Some(RoleSetting::Set { role, .. }) = classified.role_setting {
@@ -240,10 +241,9 @@ impl Seen {
 
 /// A lexical look for `SERIALIZABLE` in a `BEGIN`'s text (a comment naming
 /// it only errs toward the primary). A hot standby refuses the level.
-fn names_serializable(sql: &str) -> bool {
+fn names_serializable(sql: &[u8]) -> bool {
     const WORD: &[u8] = b"serializable";
-    sql.as_bytes()
-        .windows(WORD.len())
+    sql.windows(WORD.len())
         .any(|w| w.eq_ignore_ascii_case(WORD))
 }
 
