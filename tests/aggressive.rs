@@ -204,3 +204,56 @@ async fn a_client_gone_after_begin_leaves_nothing_behind() {
             .unwrap();
     }
 }
+
+/// What sending a held `BEGIN` ahead of the next request relies on, checked
+/// against Postgres itself ("protocol-flow", Extended Query): a `BEGIN` run
+/// by Parse/Bind/Execute with no Sync opens the transaction a following
+/// simple Query runs in; and when that `BEGIN` fails, Postgres skips every
+/// message up to Sync, the simple Query included, so nothing runs outside
+/// the transaction the client was told of.
+#[test]
+fn postgres_runs_a_query_inside_an_unsynced_begin_and_skips_it_after_a_failed_one() {
+    use common::proxy::{bind_no_params, execute, parse, query, sync, Raw};
+    let pg = common::pg();
+    pg.psql(
+        "sleddog",
+        "create table if not exists begin_ahead (v int); grant all on begin_ahead to public",
+    );
+    let mut raw = Raw::login(pg.port(), "sd_trust", None);
+
+    raw.send(
+        &[
+            parse("BEGIN"),
+            bind_no_params(),
+            execute(),
+            query("insert into begin_ahead values (1)"),
+        ]
+        .concat(),
+    );
+    let msgs = raw.until_ready();
+    let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"12CCZ", "{msgs:?}");
+    assert_eq!(msgs[4].body, b"T", "the insert ran inside the transaction");
+    raw.send(&query("ROLLBACK"));
+    raw.until_ready();
+
+    raw.send(
+        &[
+            parse("BEGIN ISOLATION LEVEL bogus"),
+            bind_no_params(),
+            execute(),
+            query("insert into begin_ahead values (2)"),
+            sync(),
+        ]
+        .concat(),
+    );
+    let msgs = raw.until_ready();
+    let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"EZ", "{msgs:?}");
+    assert_eq!(msgs[1].body, b"I");
+    assert_eq!(
+        pg.psql("sleddog", "select count(*) from begin_ahead"),
+        "0",
+        "a query after the failed BEGIN ran"
+    );
+}

@@ -99,6 +99,25 @@ fn probes_tell_primary_from_replica_and_follow_a_promotion() {
     assert!(!monitor.health().get(&id(&primary)).unwrap().up);
 }
 
+/// The backend serving `client` (through sleddog, so a pooled one) stops
+/// answering but keeps its socket open: SIGSTOP. Returns its pid.
+async fn hang_backend(client: &tokio_postgres::Client) -> i32 {
+    let pid: i32 = client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(signal_backend(pid, "-STOP"), "could not stop backend {pid}");
+    pid
+}
+
+fn signal_backend(pid: i32, signal: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// `healthcheck_interval`: a pooled connection idle that long runs an empty
 /// query before it is handed out; one whose backend does not answer within
 /// `healthcheck_timeout` is closed and the client gets a fresh connection
@@ -112,26 +131,14 @@ async fn a_hung_pooled_connection_fails_its_checkout_health_check() {
     let toml = config(port, server.port(), general).replace("workers = 2", "workers = 1");
     let _proxy = common::Sleddog::start(&toml, USERS);
     let client = connect(port, "sd_scram", "scram_pw").await;
-    let pid: i32 = client
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    // The backend stops answering but keeps its socket open.
-    let stop = std::process::Command::new("kill")
-        .args(["-STOP", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(stop.success());
+    let pid = hang_backend(&client).await;
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(
         Duration::from_secs(5),
         client.query_one("select pg_backend_pid()", &[]),
     )
     .await;
-    let _ = std::process::Command::new("kill")
-        .args(["-CONT", &pid.to_string()])
-        .status();
+    signal_backend(pid, "-CONT");
     let row = result
         .expect("the checkout hung on a dead connection")
         .unwrap();
@@ -223,25 +230,14 @@ async fn an_idle_check_on_one_dead_connection_does_not_ban_the_server() {
         USERS,
     );
     let client = connect(port, "sd_scram", "scram_pw").await;
-    let pid: i32 = client
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
     // The pooled backend hangs: its idle check times out.
-    let stop = std::process::Command::new("kill")
-        .args(["-STOP", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(stop.success());
+    let pid = hang_backend(&client).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !proxy.log().contains("idle health check failed") {
         assert!(std::time::Instant::now() < deadline, "{}", proxy.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-CONT", &pid.to_string()])
-        .status();
+    signal_backend(pid, "-CONT");
     assert_eq!(server_port(&client).await, i32::from(replica.port()));
     assert!(!proxy.log().contains("server banned"), "{}", proxy.log());
 }

@@ -145,20 +145,9 @@ pub fn set_param(params: &mut Vec<(String, String)>, name: &str, value: &str) {
 pub struct OwnQueryReply {
     rows: Vec<Bytes>,
     failure: Option<ServerError>,
-    /// The query opens a transaction (a client's deferred `BEGIN`): it
-    /// must end InTransaction instead.
-    opens_transaction: bool,
 }
 
 impl OwnQueryReply {
-    /// The reply to a `BEGIN`: it must end InTransaction without an error.
-    pub fn to_begin() -> Self {
-        OwnQueryReply {
-            opens_transaction: true,
-            ..OwnQueryReply::default()
-        }
-    }
-
     /// Takes one whole message (`message` owns it, so rows are kept without a
     /// copy). ParameterStatus values go to `params`. Some at ReadyForQuery.
     pub fn on_message(
@@ -176,13 +165,7 @@ impl OwnQueryReply {
                 if let Some(error) = self.failure.take() {
                     return Err(error);
                 }
-                if self.opens_transaction && status != TransactionStatus::InTransaction {
-                    return Err(ServerError::Rejected {
-                        sqlstate: "25000".into(),
-                        message: "BEGIN did not open a transaction".into(),
-                    });
-                }
-                if !self.opens_transaction && status != TransactionStatus::Idle {
+                if status != TransactionStatus::Idle {
                     return Err(ServerError::Rejected {
                         sqlstate: "25000".into(),
                         message: "still in a transaction after a statement of the pool's own"
@@ -313,23 +296,5 @@ mod tests {
         assert!(reply.on_message(&msg(b'Z', b"I"), &mut params).is_err());
         let mut reply = OwnQueryReply::default();
         assert!(reply.on_message(&msg(b'Z', b"T"), &mut params).is_err());
-    }
-
-    #[test]
-    fn a_begin_must_leave_a_transaction_open() {
-        let mut params = Vec::new();
-        let complete = msg(b'C', b"BEGIN\0");
-        let mut reply = OwnQueryReply::to_begin();
-        assert!(reply.on_message(&complete, &mut params).unwrap().is_none());
-        assert!(reply.on_message(&msg(b'Z', b"T"), &mut params).is_ok());
-        let mut reply = OwnQueryReply::to_begin();
-        assert!(reply.on_message(&msg(b'Z', b"I"), &mut params).is_err());
-        let mut reply = OwnQueryReply::to_begin();
-        let error = msg(b'E', b"SERROR\0C0A000\0Mnot in a hot standby\0\0");
-        assert!(reply.on_message(&error, &mut params).unwrap().is_none());
-        match reply.on_message(&msg(b'Z', b"I"), &mut params) {
-            Err(ServerError::Rejected { sqlstate, .. }) => assert_eq!(sqlstate, "0A000"),
-            other => panic!("{other:?}"),
-        }
     }
 }

@@ -250,30 +250,32 @@ impl ServerConn {
     /// Runs one query of the pool's own and returns the bodies of the rows it
     /// sent; like `execute`, the server must end Idle.
     pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Bytes>, ServerError> {
-        self.run_own(sql, OwnQueryReply::default()).await
-    }
-
-    /// Runs a client's `BEGIN` that the relay answered before it held a
-    /// server (`read_write_strategy = "aggressive"`) and reads through
-    /// ReadyForQuery, which must say InTransaction.
-    pub async fn begin(&mut self, sql: &str) -> Result<(), ServerError> {
-        self.run_own(sql, OwnQueryReply::to_begin()).await.map(drop)
-    }
-
-    async fn run_own(
-        &mut self,
-        sql: &str,
-        mut reply: OwnQueryReply,
-    ) -> Result<Vec<Bytes>, ServerError> {
         let mut out = BytesMut::new();
         write::query(&mut out, sql);
         self.send(&mut out).await?;
+        let mut reply = OwnQueryReply::default();
         loop {
             let message = self.read_message().await?;
             if let Some(rows) = reply.on_message(&message, &mut self.params)? {
                 return Ok(rows);
             }
         }
+    }
+
+    /// Sends a client's `BEGIN` that the relay answered before it held a
+    /// server, ahead of the client's next request, as Parse, Bind and
+    /// Execute with no Sync ("protocol-flow", Extended Query): the request
+    /// runs in the transaction it opens, with no round trip of its own. If
+    /// it fails, Postgres skips every message up to the next Sync, a simple
+    /// Query included, so nothing of the request runs outside the
+    /// transaction the client believes open. Its replies (ParseComplete,
+    /// BindComplete, CommandComplete) are the caller's to read.
+    pub async fn send_begin(&mut self, sql: &str) -> Result<(), ServerError> {
+        let mut out = BytesMut::with_capacity(sql.len() + 32);
+        write::parse_unnamed(&mut out, sql);
+        write::bind_unnamed(&mut out);
+        write::execute_unnamed(&mut out);
+        self.send(&mut out).await
     }
 
     /// No bytes waiting and the peer has not closed: safe to hand out.

@@ -226,6 +226,35 @@ pub fn close_statement(out: &mut BytesMut, name: &str) {
     });
 }
 
+/// Parse of the unnamed statement, no parameter types given (frontend).
+pub fn parse_unnamed(out: &mut BytesMut, sql: &str) {
+    put_message(out, FrontendKind::Parse.tag(), 1 + cstr_len(sql) + 2, |out| {
+        put_cstr(out, "");
+        put_cstr(out, sql);
+        out.put_u16(0);
+    });
+}
+
+/// Bind of the unnamed portal to the unnamed statement: no parameters, no
+/// result formats (text).
+pub fn bind_unnamed(out: &mut BytesMut) {
+    put_message(out, FrontendKind::Bind.tag(), 1 + 1 + 2 + 2 + 2, |out| {
+        put_cstr(out, "");
+        put_cstr(out, "");
+        out.put_u16(0);
+        out.put_u16(0);
+        out.put_u16(0);
+    });
+}
+
+/// Execute of the unnamed portal, every row.
+pub fn execute_unnamed(out: &mut BytesMut) {
+    put_message(out, FrontendKind::Execute.tag(), 1 + 4, |out| {
+        put_cstr(out, "");
+        out.put_u32(0);
+    });
+}
+
 /// Query (simple protocol).
 pub fn query(out: &mut BytesMut, sql: &str) {
     put_message(out, FrontendKind::Query.tag(), cstr_len(sql), |out| {

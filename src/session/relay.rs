@@ -30,7 +30,7 @@ use crate::pool::login;
 use crate::pool::server_conn::{self, read_more, write_or_read, WriteOrRead};
 use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn, ServerPool};
 use crate::prepared::{self, Books, ClientStatements, ReplyPlan, Verdict};
-use crate::protocol::backend::{BackendMessage, TransactionStatus};
+use crate::protocol::backend::{BackendMessage, ErrorFields, TransactionStatus};
 use crate::protocol::frontend::{FrontendKind, FrontendMessage};
 use crate::protocol::write::{self, Severity};
 use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
@@ -216,6 +216,10 @@ pub struct Relay<'a> {
     /// strategy): the next request picks the server, which runs it first.
     /// `status` says InTransaction meanwhile.
     deferred_begin: Option<String>,
+    /// That `BEGIN` went to the server ahead of the request
+    /// (`ServerConn::send_begin`): its replies come first and are not the
+    /// client's.
+    begin_owed: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -265,6 +269,7 @@ impl<'a> Relay<'a> {
             rollback_sent: false,
             copy_in: false,
             deferred_begin: None,
+            begin_owed: false,
         }
     }
 
@@ -563,14 +568,16 @@ impl<'a> Relay<'a> {
     }
 
     /// Brings a connection just checked out to the session: its settings,
-    /// once the startup settings report, then a deferred `BEGIN` (last, so
+    /// once the startup settings report, then a deferred `BEGIN`, sent
+    /// ahead of the request with no round trip of its own (last, so
     /// sleddog's own statements run outside the client's transaction).
-    /// Returns the transaction status it is left in; Err: the SQLSTATE and
-    /// message for the client.
+    /// Returns the transaction status the client knows; Err: the SQLSTATE
+    /// and message for the client.
     async fn prepare_conn(
         &mut self,
         conn: &mut PooledConn,
     ) -> Result<TransactionStatus, (String, String)> {
+        self.begin_owed = false;
         if let Err(error) = self.bring_to_client_settings(conn).await {
             let message = format!("could not apply the session's settings: {error}");
             return Err(("08006".to_owned(), message));
@@ -582,8 +589,29 @@ impl<'a> Relay<'a> {
         let Some(sql) = self.deferred_begin.take() else {
             return Ok(TransactionStatus::Idle);
         };
-        run_deferred_begin(conn, &sql).await?;
-        Ok(TransactionStatus::InTransaction)
+        match rt::timeout(RESET_TIMEOUT, conn.send_begin(&sql)).await {
+            Some(Ok(())) => {
+                self.begin_owed = true;
+                Ok(TransactionStatus::InTransaction)
+            }
+            Some(Err(error)) => Err((
+                "08006".to_owned(),
+                format!("could not start the transaction: {error}"),
+            )),
+            None => Err((
+                "08006".to_owned(),
+                "could not start the transaction: timed out".to_owned(),
+            )),
+        }
+    }
+
+    /// Reads the replies to a `BEGIN` sent ahead of the request off the
+    /// front of the server's bytes (`begin_reply`). True once all are read.
+    fn take_begin_reply(&mut self) -> Result<bool, (String, String)> {
+        let server: &mut ServerConn = self.server.as_mut().expect("a BEGIN owed needs a server");
+        let (consumed, done) = begin_reply(&server.buf, &mut self.client.out)?;
+        server.buf.advance(consumed);
+        Ok(done)
     }
 
     /// `SET pgdog.pin TO true` (PgDog's): the client stays on its server
@@ -1064,6 +1092,25 @@ impl<'a> Relay<'a> {
 
     /// Forwards what the server sent, then releases the connection if clean.
     async fn relay_server(&mut self) -> Result<(), End> {
+        if self.begin_owed {
+            match self.take_begin_reply() {
+                Ok(false) => return Ok(()),
+                Ok(true) => {
+                    self.begin_owed = false;
+                    if !self.client.out.is_empty() {
+                        self.client.flush().await.map_err(|_| End::ClientGone)?;
+                    }
+                }
+                Err((sqlstate, message)) => {
+                    // Postgres skipped the request up to its Sync: none of
+                    // it ran, and the transaction the client was told of
+                    // never began.
+                    self.begin_owed = false;
+                    self.status = TransactionStatus::Idle;
+                    return self.server_lost(&sqlstate, &message).await;
+                }
+            }
+        }
         // One scan covers every whole message read so far.
         let server: &mut ServerConn = self.server.as_mut().expect("relay_server needs a server");
         let pending_before = self.pending;
@@ -1172,7 +1219,10 @@ impl<'a> Relay<'a> {
         let Some(server) = self.server.as_ref() else {
             return;
         };
-        let drained = self.partial == 0 && server.buf.is_empty() && self.plan.is_empty();
+        let drained = self.partial == 0
+            && server.buf.is_empty()
+            && self.plan.is_empty()
+            && !self.begin_owed;
         let clean = self.pending == 0 && !self.unsynced && self.status == TransactionStatus::Idle;
         if clean && drained && !self.sending && !self.settings.session_mode {
             self.release().await;
@@ -1408,24 +1458,37 @@ impl Relay<'_> {
     }
 }
 
-/// Runs a deferred `BEGIN` on the connection just checked out, within
-/// RESET_TIMEOUT. Err: the SQLSTATE and message for the client (the
-/// connection must be closed): the server's own when it refused the BEGIN
-/// (a standby refusing an isolation level, say).
-async fn run_deferred_begin(conn: &mut PooledConn, sql: &str) -> Result<(), (String, String)> {
-    match rt::timeout(RESET_TIMEOUT, conn.begin(sql)).await {
-        Some(Ok(())) => Ok(()),
-        Some(Err(server_conn::ServerError::Rejected { sqlstate, message })) => {
-            Err((sqlstate, message))
+/// The replies to a `BEGIN` sent ahead of a request (`ServerConn::send_begin`)
+/// at the front of `buf`: ParseComplete, BindComplete, then CommandComplete,
+/// none of them the client's; a notice or ParameterStatus among them is the
+/// client's and is copied to `out`. Returns how many bytes were read and
+/// whether the CommandComplete was among them (else more bytes are needed).
+/// Err: the server's SQLSTATE and message, the `BEGIN` failed. Bytes that
+/// are not a message are left for the usual scan to report.
+fn begin_reply(buf: &[u8], out: &mut BytesMut) -> Result<(usize, bool), (String, String)> {
+    let mut at = 0;
+    loop {
+        let header = match frame::header(&buf[at..], DEFAULT_MAX_MESSAGE_LEN) {
+            Ok(Some(header)) if header.total_len <= buf.len() - at => header,
+            Ok(_) => return Ok((at, false)),
+            Err(_) => return Ok((at, true)),
+        };
+        let message = &buf[at..at + header.total_len];
+        at += header.total_len;
+        match header.tag {
+            b'1' | b'2' => {}
+            b'C' => return Ok((at, true)),
+            b'E' => {
+                let fields = ErrorFields::parse(&message[frame::HEADER_LEN..]).ok();
+                let sqlstate = fields.as_ref().and_then(|f| f.code()).unwrap_or("08P01");
+                let text = fields.as_ref().and_then(|f| f.message());
+                return Err((
+                    sqlstate.to_owned(),
+                    text.unwrap_or("BEGIN failed").to_owned(),
+                ));
+            }
+            _ => out.extend_from_slice(message),
         }
-        Some(Err(error)) => Err((
-            "08006".to_owned(),
-            format!("could not start the transaction: {error}"),
-        )),
-        None => Err((
-            "08006".to_owned(),
-            "could not start the transaction: timed out".to_owned(),
-        )),
     }
 }
 
@@ -1486,5 +1549,66 @@ fn checkout_failure(error: &CheckoutError, database: &str) -> (&'static str, Str
             "57P01",
             format!("the pool for \"{database}\" was reconfigured; retry"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn a_begin_reply_is_read_off_the_front_and_the_rest_left() {
+        let notice = message(b'N', b"SWARNING\0C01000\0Mnote\0\0");
+        let mut buf = [
+            message(b'1', b""),
+            message(b'2', b""),
+            notice.clone(),
+            message(b'C', b"BEGIN\0"),
+        ]
+        .concat();
+        let client_reply = message(b'C', b"SELECT 1\0");
+        buf.extend_from_slice(&client_reply);
+        let mut out = BytesMut::new();
+        let (consumed, done) = begin_reply(&buf, &mut out).unwrap();
+        assert!(done);
+        assert_eq!(&buf[consumed..], &client_reply[..]);
+        assert_eq!(&out[..], &notice[..], "the notice is the client's");
+    }
+
+    #[test]
+    fn a_begin_reply_in_pieces_is_read_as_it_comes() {
+        let whole = [
+            message(b'1', b""),
+            message(b'2', b""),
+            message(b'C', b"BEGIN\0"),
+        ]
+        .concat();
+        let mut out = BytesMut::new();
+        // ParseComplete and part of BindComplete: the first is read.
+        assert_eq!(begin_reply(&whole[..6], &mut out), Ok((5, false)));
+        assert_eq!(begin_reply(&whole[5..12], &mut out), Ok((5, false)));
+        assert_eq!(begin_reply(&whole[10..], &mut out), Ok((11, true)));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_failed_begin_gives_the_servers_error() {
+        let buf = [
+            message(b'1', b""),
+            message(b'E', b"SERROR\0C25001\0Mnot now\0\0"),
+        ]
+        .concat();
+        let mut out = BytesMut::new();
+        assert_eq!(
+            begin_reply(&buf, &mut out),
+            Err(("25001".to_owned(), "not now".to_owned()))
+        );
     }
 }
