@@ -228,11 +228,16 @@ pub fn close_statement(out: &mut BytesMut, name: &str) {
 
 /// Parse of the unnamed statement, no parameter types given (frontend).
 pub fn parse_unnamed(out: &mut BytesMut, sql: &str) {
-    put_message(out, FrontendKind::Parse.tag(), 1 + cstr_len(sql) + 2, |out| {
-        put_cstr(out, "");
-        put_cstr(out, sql);
-        out.put_u16(0);
-    });
+    put_message(
+        out,
+        FrontendKind::Parse.tag(),
+        1 + cstr_len(sql) + 2,
+        |out| {
+            put_cstr(out, "");
+            put_cstr(out, sql);
+            out.put_u16(0);
+        },
+    );
 }
 
 /// Bind of the unnamed portal to the unnamed statement: no parameters, no

@@ -1219,10 +1219,8 @@ impl<'a> Relay<'a> {
         let Some(server) = self.server.as_ref() else {
             return;
         };
-        let drained = self.partial == 0
-            && server.buf.is_empty()
-            && self.plan.is_empty()
-            && !self.begin_owed;
+        let drained =
+            self.partial == 0 && server.buf.is_empty() && self.plan.is_empty() && !self.begin_owed;
         let clean = self.pending == 0 && !self.unsynced && self.status == TransactionStatus::Idle;
         if clean && drained && !self.sending && !self.settings.session_mode {
             self.release().await;
