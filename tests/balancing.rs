@@ -228,3 +228,48 @@ async fn set_local_pgdog_role_routes_its_transaction() {
     assert!(on_replica(&client, q).await, "BEGIN and SET in one query");
     client.batch_execute("ROLLBACK").await.unwrap();
 }
+
+/// A graceful shutdown (SIGINT) lets a transaction finish, also one whose
+/// `BEGIN` sleddog answered itself and that holds no server yet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_shutdown_lets_a_held_begin_transaction_finish() {
+    let (primary, replica) = servers();
+    let port = free_port();
+    let general = "shutdown_timeout = 10000";
+    let proxy = Sleddog::start(&lb_config(port, general, primary, replica), USERS);
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    client.batch_execute("BEGIN").await.unwrap();
+    proxy.signal(libc::SIGINT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let q = "select pg_is_in_recovery()";
+    assert!(!on_replica(&client, q).await, "the transaction ran");
+    client.batch_execute("COMMIT").await.unwrap();
+}
+
+/// A pipelined request after a held `BEGIN` (two statements, two Syncs)
+/// runs inside the transaction: the `BEGIN` goes first in a round trip of
+/// its own, so a ROLLBACK undoes both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipelined_request_after_a_held_begin_is_inside_the_transaction() {
+    let (primary, replica) = servers();
+    let port = free_port();
+    let _proxy = Sleddog::start(&lb_config(port, "", primary, replica), USERS);
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    client.batch_execute("BEGIN").await.unwrap();
+    let (a, b) = tokio::join!(
+        client.execute("insert into lb_t values (7001)", &[]),
+        client.execute("insert into lb_t values (7002)", &[]),
+    );
+    a.unwrap();
+    b.unwrap();
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let left: i64 = client
+        .query_one(
+            "/* pgdog_role: primary */ select count(*) from lb_t where id in (7001, 7002)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "a pipelined insert ran outside the transaction");
+}

@@ -290,4 +290,12 @@ async fn a_failure_one_core_sees_bans_the_server_on_every_core() {
         "another core tried the banned server:\n{}",
         proxy.log()
     );
+    // However the kernel spread the clients: the ban reached the other
+    // core (and the other users' clusters), not only the core that saw it.
+    let log = proxy.log();
+    let banned = log
+        .lines()
+        .filter(|line| line.contains("server banned") && line.contains(&hole_port.to_string()))
+        .count();
+    assert!(banned >= 2, "the ban stayed on one cluster:\n{log}");
 }

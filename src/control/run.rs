@@ -314,8 +314,9 @@ impl Monitors {
         monitor.retain(|server| next.servers.contains(server));
         next.monitor = monitor;
         next.reported = self.reported;
+        let bans_on = !next.ban_timeout.is_zero();
         next.reported
-            .retain(|server, _| next.balanced.contains(server));
+            .retain(|server, _| bans_on && next.balanced.contains(server));
         next
     }
 

@@ -143,10 +143,7 @@ impl Bans {
         if ban_timeout.is_zero() {
             return BanOutcome::Disabled;
         }
-        let others_up = (0..self.bans.len())
-            .filter(|&index| index != target.index())
-            .any(|index| !self.banned_at(index, now));
-        if !others_up {
+        if !self.others_in_rotation(target, now) {
             self.lift_all();
             return BanOutcome::LiftedAll;
         }
@@ -154,6 +151,13 @@ impl Bans {
         let until = now.checked_add(ban_timeout).unwrap_or(now + YEAR);
         self.bans[target.index()] = Some(Ban { until, reason });
         BanOutcome::Banned
+    }
+
+    /// True when a server of the shard besides `target` is in rotation.
+    pub fn others_in_rotation(&self, target: TargetId, now: Instant) -> bool {
+        (0..self.bans.len())
+            .filter(|&index| index != target.index())
+            .any(|index| !self.banned_at(index, now))
     }
 
     /// Returns `target` to rotation now.

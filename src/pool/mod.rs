@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use balance::{Balancer, BanReason, Bans, Intent, Target, TargetId, TargetRole};
+use balance::{Balancer, BanOutcome, BanReason, Bans, Intent, Target, TargetId, TargetRole};
 
 pub use server_conn::{ScramCache, ServerConn, ServerError, ServerLogin};
 pub use server_pool::{CheckoutError, CheckoutLimits, IdleLimits, PooledConn, ServerPool};
@@ -150,6 +150,9 @@ impl Cluster {
         now: Instant,
         timeout: Duration,
     ) -> Option<&ServerId> {
+        if self.shard_servers.len() < 2 {
+            return None; // nothing to choose from: no bans
+        }
         let target = self.targets().position(|(i, _)| i == index)?;
         let outcome = self
             .bans
@@ -157,7 +160,7 @@ impl Cluster {
             .ban(TargetId(target as u16), now, timeout, reason);
         let server = &self.servers[index].id;
         tracing::warn!(database = %self.database, host = %server.host, port = server.port, ?reason, ?outcome, "server banned");
-        Some(server)
+        (outcome == BanOutcome::Banned).then_some(server)
     }
 
     /// Follows the elected primary of the first shard when its servers have
@@ -229,9 +232,16 @@ impl Cluster {
             let Some(reported) = health.reported.get(&self.servers[index].id) else {
                 continue;
             };
-            let held = self.bans.borrow().ban_of(TargetId(n as u16), now);
-            if reported.until <= now || held.is_some() {
-                continue; // over, or out already (the core that reported it)
+            let target = TargetId(n as u16);
+            let bans = self.bans.borrow();
+            let held = bans.ban_of(target, now).is_some();
+            let last = !bans.others_in_rotation(target, now);
+            drop(bans);
+            // Over, out already (the core that reported it), or the last
+            // server this core has in rotation: another core's report does
+            // not set off this core's failsafe (which would lift its bans).
+            if reported.until <= now || held || last {
+                continue;
             }
             self.ban_for(index, reported.reason, now, reported.until - now);
         }

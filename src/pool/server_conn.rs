@@ -20,6 +20,7 @@ use crate::auth::{self, AuthError};
 
 use super::login::{self, LoginSteps, OwnQueryReply};
 use crate::prepared::ServerStatements;
+use crate::protocol::backend::{BackendMessage, TransactionStatus};
 use crate::protocol::startup;
 use crate::protocol::{frame, write, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
 use crate::rt::{self, AsyncReadExt, AsyncWriteExt, TcpStream};
@@ -85,6 +86,22 @@ pub enum ServerError {
     NoPassword,
     /// The connection closed.
     Closed,
+}
+
+impl ServerError {
+    /// The server is unreachable or gone (refused, timed out, closed,
+    /// unresolvable): true of it for every user. False for what Postgres
+    /// answered about this login (a wrong password, too many connections
+    /// for the role) and for protocol errors.
+    pub fn is_about_server(&self) -> bool {
+        matches!(
+            self,
+            ServerError::Io(_)
+                | ServerError::ConnectTimeout
+                | ServerError::Unresolved { .. }
+                | ServerError::Closed
+        )
+    }
 }
 
 impl fmt::Display for ServerError {
@@ -276,6 +293,36 @@ impl ServerConn {
         write::bind_unnamed(&mut out);
         write::execute_unnamed(&mut out);
         self.send(&mut out).await
+    }
+
+    /// Runs a client's held `BEGIN` in a round trip of its own (as a simple
+    /// Query), for a request that cannot carry it (`send_begin`); reads
+    /// through ReadyForQuery, which must say InTransaction.
+    pub async fn begin(&mut self, sql: &str) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        write::query(&mut out, sql);
+        self.send(&mut out).await?;
+        let mut failure = None;
+        loop {
+            let message = self.read_message().await?;
+            match BackendMessage::decode(&message)? {
+                BackendMessage::ErrorResponse(fields) => failure = Some(login::rejected(&fields)),
+                BackendMessage::ParameterStatus { name, value } => {
+                    login::set_param(&mut self.params, name, value)
+                }
+                BackendMessage::ReadyForQuery(status) => {
+                    return match failure {
+                        Some(error) => Err(error),
+                        None if status == TransactionStatus::InTransaction => Ok(()),
+                        None => Err(ServerError::Rejected {
+                            sqlstate: "25000".into(),
+                            message: "BEGIN did not open a transaction".into(),
+                        }),
+                    };
+                }
+                _ => {}
+            }
+        }
     }
 
     /// No bytes waiting and the peer has not closed: safe to hand out.

@@ -55,6 +55,13 @@ pub enum CheckoutError {
     Retired,
 }
 
+impl CheckoutError {
+    /// The server is unreachable or gone (`ServerError::is_about_server`).
+    pub fn is_about_server(&self) -> bool {
+        matches!(self, CheckoutError::Connect(error) if error.is_about_server())
+    }
+}
+
 impl fmt::Display for CheckoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -297,7 +304,8 @@ impl ServerPool {
 
     /// Closes idle connections past `idle_timeout` (keeping `min_pool_size`) or
     /// past `server_lifetime`, then, when `warm`, opens connections up to
-    /// `min_pool_size`. False when such a connection could not be opened.
+    /// `min_pool_size`. False when such a connection could not be opened
+    /// because the server is unreachable or gone.
     pub async fn maintain(
         self: &Rc<Self>,
         now: Instant,
@@ -331,7 +339,7 @@ impl ServerPool {
             };
             match self.open_one(connect_timeout).await {
                 Ok(conn) => self.checkin(self.wrap(conn, permit)),
-                Err(_) => return false,
+                Err(error) => return !error.is_about_server(),
             }
         }
         true
@@ -340,7 +348,8 @@ impl ServerPool {
     /// Idle health check (`idle_healthcheck_interval`): when one is due and
     /// a connection sits idle, the one idle longest runs an empty query,
     /// bounded by `healthcheck_timeout`. False when it failed and a new
-    /// connection could not be opened either: the caller bans the server. A pool with
+    /// connection could not be opened either, the server unreachable or
+    /// gone: the caller bans the server. A pool with
     /// every connection busy is not checked; its traffic shows its health.
     pub async fn idle_check(&self, now: Instant) -> bool {
         let limits = self.limits.get();
@@ -368,7 +377,7 @@ impl ServerPool {
             self.closed_one();
             match self.open_one(limits.healthcheck_timeout).await {
                 Ok(fresh) => conn = fresh,
-                Err(_) => return false,
+                Err(error) => return !error.is_about_server(),
             }
         }
         if self.retired.get() {

@@ -49,8 +49,9 @@ pub enum Access {
 pub enum Transaction {
     /// `BEGIN` or `START TRANSACTION`.
     Begin(Access),
-    /// `SET TRANSACTION ...` (also `SET transaction_read_only = ...`): sets
-    /// the mode of the transaction already open.
+    /// `SET TRANSACTION ...` (also `SET transaction_read_only = ...` and
+    /// `SET TRANSACTION SNAPSHOT`, which reads as `Default`): sets the mode
+    /// of the transaction already open.
     SetAccess(Access),
     /// `COMMIT` / `END`; `chain` for `AND CHAIN`.
     Commit { chain: bool },

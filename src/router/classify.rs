@@ -557,7 +557,7 @@ mod tests {
                 snapshot.session_command,
                 snapshot.intent
             ),
-            (None, false, Intent::Read)
+            (Some(SetAccess(Access::Default)), false, Intent::Read)
         );
     }
 

@@ -217,8 +217,12 @@ fn variable_set(set: &VariableSetStmt) -> Statement {
         && set.name.eq_ignore_ascii_case("transaction snapshot")
     {
         // Only valid at the start of a transaction already open; not a
-        // session setting.
-        return Statement::default();
+        // session setting. It sets up the transaction like SET TRANSACTION
+        // (and a standby cannot import a snapshot its primary exported).
+        return Statement {
+            transaction: Some(Transaction::SetAccess(Access::Default)),
+            ..Statement::default()
+        };
     }
     if kind == Ok(VariableSetKind::VarSetValue)
         && set.name.eq_ignore_ascii_case("transaction_read_only")

@@ -353,13 +353,15 @@ impl<'a> Relay<'a> {
     /// Reads from the client with no server held, minding shutdown and
     /// client_idle_timeout.
     async fn wait_client_idle(&mut self) -> Result<(), End> {
-        if self.handle.shutdown.is_fired() {
+        // Only a deferred BEGIN leaves a transaction open with no server.
+        // Like any open transaction it may finish before a graceful
+        // shutdown closes the session (the core's deadline still ends it).
+        let in_transaction = self.status != TransactionStatus::Idle;
+        if self.handle.shutdown.is_fired() && !in_transaction {
             return Err(End::Shutdown);
         }
         self.deliver_notifications().await?;
         let shutdown = self.handle.shutdown.clone();
-        // Only a deferred BEGIN leaves a transaction open with no server.
-        let in_transaction = self.status != TransactionStatus::Idle;
         let idle_limit = if in_transaction {
             self.settings.client_idle_in_transaction_timeout
         } else {
@@ -374,6 +376,9 @@ impl<'a> Relay<'a> {
         let wake = rt::race(async { Wake::Client(client.read_more().await) }, async {
             rt::race(
                 async {
+                    if in_transaction {
+                        rt::never().await
+                    }
                     shutdown.wait().await;
                     Wake::Shutdown
                 },
@@ -539,7 +544,11 @@ impl<'a> Relay<'a> {
         match outcome {
             Checkout::Got(mut conn) => {
                 conn.prepared.set_limit(self.settings.statements_limit);
-                let status = match self.prepare_conn(&mut conn).await {
+                // A held BEGIN can travel ahead of a request with a single
+                // sync point: if it fails, Postgres skips the whole request.
+                // Past a first Sync the rest would run outside a transaction.
+                let ahead = batch.sync_points == 1 && !batch.unsynced;
+                let status = match self.prepare_conn(&mut conn, ahead).await {
                     Ok(status) => status,
                     // The connection is closed (dropped), not pooled.
                     Err((sqlstate, message)) => {
@@ -569,13 +578,15 @@ impl<'a> Relay<'a> {
 
     /// Brings a connection just checked out to the session: its settings,
     /// once the startup settings report, then a deferred `BEGIN`, sent
-    /// ahead of the request with no round trip of its own (last, so
+    /// ahead of the request with no round trip of its own when `ahead`,
+    /// else in one (last, so
     /// sleddog's own statements run outside the client's transaction).
     /// Returns the transaction status the client knows; Err: the SQLSTATE
     /// and message for the client.
     async fn prepare_conn(
         &mut self,
         conn: &mut PooledConn,
+        ahead: bool,
     ) -> Result<TransactionStatus, (String, String)> {
         self.begin_owed = false;
         if let Err(error) = self.bring_to_client_settings(conn).await {
@@ -589,10 +600,18 @@ impl<'a> Relay<'a> {
         let Some(sql) = self.deferred_begin.take() else {
             return Ok(TransactionStatus::Idle);
         };
-        match rt::timeout(RESET_TIMEOUT, conn.send_begin(&sql)).await {
+        let sent = if ahead {
+            rt::timeout(RESET_TIMEOUT, conn.send_begin(&sql)).await
+        } else {
+            rt::timeout(RESET_TIMEOUT, conn.begin(&sql)).await
+        };
+        match sent {
             Some(Ok(())) => {
-                self.begin_owed = true;
+                self.begin_owed = ahead;
                 Ok(TransactionStatus::InTransaction)
+            }
+            Some(Err(server_conn::ServerError::Rejected { sqlstate, message })) => {
+                Err((sqlstate, message))
             }
             Some(Err(error)) => Err((
                 "08006".to_owned(),
@@ -808,12 +827,18 @@ impl<'a> Relay<'a> {
         for &index in &candidates {
             let pool = self.cluster.servers[index].pool.clone();
             outcome = self.checkout_from(pool).await;
-            let reason = match &outcome {
-                Checkout::Failed(CheckoutError::Timeout) => BanReason::CheckoutTimeout,
-                Checkout::Failed(CheckoutError::Connect(_)) => BanReason::ConnectFailed,
+            let (reason, about_server) = match &outcome {
+                Checkout::Failed(CheckoutError::Timeout) => (BanReason::CheckoutTimeout, false),
+                Checkout::Failed(CheckoutError::Connect(error)) => {
+                    (BanReason::ConnectFailed, error.is_about_server())
+                }
                 _ => break,
             };
-            if let Some(server) = self.cluster.ban(index, reason, Instant::now()) {
+            let banned = self.cluster.ban(index, reason, Instant::now());
+            // The other cores take the server out too when the failure is
+            // the server's: not a checkout queue that is full on this core
+            // (pool shares are per core), not a login this user got wrong.
+            if let Some(server) = banned.filter(|_| about_server) {
                 self.core.report_failure(server.clone(), reason);
             }
         }
@@ -1330,6 +1355,7 @@ impl<'a> Relay<'a> {
         }
         self.handle.set_server(None);
         self.request_ends.clear();
+        self.begin_owed = false;
         if self.partial > 0 {
             // Part of a message already reached the client: its stream cannot
             // carry an error any more. End the session, as Postgres would.

@@ -205,6 +205,13 @@ impl Seen {
                 self.others |= classified.statements > 1;
             }
             Some(Transaction::Begin(_)) => self.write = true,
+            // SET TRANSACTION: only READ ONLY is sure to suit a standby,
+            // which refuses READ WRITE, SERIALIZABLE and a snapshot the
+            // primary exported.
+            Some(Transaction::SetAccess(access)) => {
+                self.others = true;
+                self.write |= access != Access::ReadOnly;
+            }
             _ => self.others = true,
         }
         if classified.is_write() {
@@ -425,6 +432,25 @@ mod tests {
             let invalid = simple("SET LOCAL pgdog.role TO 'leader'");
             assert_eq!(route_after_begin(&invalid, CONSERVATIVE), Intent::Write);
         }
+    }
+
+    #[test]
+    fn set_transaction_other_than_read_only_keeps_the_primary() {
+        for sql in [
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET TRANSACTION READ WRITE",
+            "SET TRANSACTION SNAPSHOT '00000003-0000001B-1'",
+        ] {
+            assert_eq!(
+                route_after_begin(&simple(sql), AGGRESSIVE),
+                Intent::Write,
+                "{sql}"
+            );
+            let pipelined = pipelined(&["BEGIN", sql, "SELECT 1"]);
+            assert_eq!(route(&pipelined, None, AGGRESSIVE), Intent::Write, "{sql}");
+        }
+        let read_only = simple("SET TRANSACTION READ ONLY");
+        assert_eq!(route_after_begin(&read_only, AGGRESSIVE), Intent::Read);
     }
 
     #[test]
