@@ -273,3 +273,48 @@ async fn a_pipelined_request_after_a_held_begin_is_inside_the_transaction() {
         .get(0);
     assert_eq!(left, 0, "a pipelined insert ran outside the transaction");
 }
+
+/// `client_connection_recovery = "recover"`: when the statement after a held
+/// `BEGIN` finds no server connection, the transaction fails as it would on
+/// Postgres: later statements are refused with 25P02 (they do not run
+/// outside the transaction), and ROLLBACK ends it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_checkout_after_a_held_begin_fails_the_transaction() {
+    let (primary, replica) = servers();
+    let port = free_port();
+    let general = "client_connection_recovery = \"recover\"\ndefault_pool_size = 1\n\
+                   read_write_split = \"exclude_primary\"";
+    let toml = lb_config(port, general, primary, replica)
+        .replace("workers = 2", "workers = 1")
+        .replace("checkout_timeout = 1000", "checkout_timeout = 300");
+    let _proxy = Sleddog::start(&toml, USERS);
+    // The primary's one connection is held by another client's transaction.
+    let holder = connect(port, "sd_scram", "scram_pw").await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    client.batch_execute("BEGIN").await.unwrap();
+    let first = client
+        .batch_execute("insert into lb_t values (8001)")
+        .await
+        .expect_err("no connection was free");
+    assert_eq!(first.code().map(|c| c.code()), Some("53300"), "{first:?}");
+    let second = client
+        .batch_execute("select 1")
+        .await
+        .expect_err("the transaction failed");
+    assert_eq!(second.code().map(|c| c.code()), Some("25P02"));
+    client.batch_execute("ROLLBACK").await.unwrap();
+
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert!(
+        on_replica(&client, "select pg_is_in_recovery()").await,
+        "usable again"
+    );
+    let rows: i64 = holder
+        .query_one("select count(*) from lb_t where id = 8001", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+}

@@ -49,7 +49,14 @@ async fn show(client: &Client, setting: &str) -> String {
     messages
         .iter()
         .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(row.get(0).unwrap_or("<null>").to_owned()),
+            // A custom setting reset after it was set reads '' in the backend
+            // that had it and NULL in one that never did: which backends
+            // ever defined the placeholder is per-backend state no pooler
+            // carries between connections, so the two read alike here.
+            SimpleQueryMessage::Row(row) => Some(match row.get(0) {
+                Some("") | None if setting.contains('.') => "<unset>".to_owned(),
+                value => value.unwrap_or("<null>").to_owned(),
+            }),
             _ => None,
         })
         .unwrap()

@@ -206,6 +206,16 @@ pub fn parse_complete(out: &mut BytesMut) {
     put_message(out, BackendKind::ParseComplete.tag(), 0, |_| {});
 }
 
+/// BindComplete.
+pub fn bind_complete(out: &mut BytesMut) {
+    put_message(out, BackendKind::BindComplete.tag(), 0, |_| {});
+}
+
+/// NoData.
+pub fn no_data(out: &mut BytesMut) {
+    put_message(out, BackendKind::NoData.tag(), 0, |_| {});
+}
+
 /// CloseComplete.
 pub fn close_complete(out: &mut BytesMut) {
     put_message(out, BackendKind::CloseComplete.tag(), 0, |_| {});

@@ -31,10 +31,11 @@ use crate::pool::server_conn::{self, read_more, write_or_read, WriteOrRead};
 use crate::pool::{CheckoutError, CheckoutLimits, Cluster, PooledConn, ServerConn, ServerPool};
 use crate::prepared::{self, Books, ClientStatements, ReplyPlan, Verdict};
 use crate::protocol::backend::{BackendMessage, ErrorFields, TransactionStatus};
-use crate::protocol::frontend::{FrontendKind, FrontendMessage};
+use crate::protocol::frontend::{DescribeTarget, FrontendKind, FrontendMessage};
 use crate::protocol::write::{self, Severity};
 use crate::protocol::{frame, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
 use crate::pubsub::{self, Subscriber};
+use crate::router::{QueryCache, Transaction};
 use crate::rt::{self, AsyncWriteExt};
 use crate::session::client::Client;
 use crate::session::params::{self, Params};
@@ -528,6 +529,9 @@ impl<'a> Relay<'a> {
             );
             return self.fail_request(batch, "3D000", &message).await;
         }
+        if self.status == TransactionStatus::Failed {
+            return self.answer_failed_transaction(batch).await;
+        }
         if let Some((tag, sql)) = self.deferrable_begin(&batch) {
             return self.defer_begin(batch, tag, sql).await;
         }
@@ -877,21 +881,28 @@ impl<'a> Relay<'a> {
     }
 
     /// Answers a request no server will see: an error and a ReadyForQuery for
-    /// each sync point, as if each had failed on the server. A deferred
-    /// `BEGIN` goes with it: the ReadyForQuery says Idle, so the client
-    /// knows its transaction is over.
+    /// each sync point, as if each had failed on the server. In a
+    /// transaction a held `BEGIN` opened, the transaction fails with it, as
+    /// on Postgres: it must be ended with ROLLBACK, and until then nothing
+    /// else runs (`answer_failed_transaction`), so the statements after the
+    /// failed one cannot run outside the transaction.
     async fn fail_request(
         &mut self,
         batch: ClientBatch,
         sqlstate: &str,
         message: &str,
     ) -> Result<(), End> {
-        self.deferred_begin = None;
-        self.status = TransactionStatus::Idle;
+        let in_transaction =
+            self.deferred_begin.take().is_some() || self.status == TransactionStatus::Failed;
+        self.status = if in_transaction {
+            TransactionStatus::Failed
+        } else {
+            TransactionStatus::Idle
+        };
         let out = &mut self.client.out;
         for _ in 0..batch.sync_points {
             write::error_response(out, Severity::Error, sqlstate, message, None);
-            write::ready_for_query(out, TransactionStatus::Idle);
+            write::ready_for_query(out, self.status);
         }
         if batch.unsynced {
             write::error_response(out, Severity::Error, sqlstate, message, None);
@@ -899,6 +910,50 @@ impl<'a> Relay<'a> {
         }
         self.unsynced = false;
         self.client.buf.advance(batch.len);
+        self.client.flush().await.map_err(|_| End::ClientGone)
+    }
+
+    /// A transaction a held `BEGIN` opened failed with no server held (its
+    /// checkout failed): as Postgres does in a failed transaction, a lone
+    /// `ROLLBACK` or `COMMIT` ends it (answered `ROLLBACK`) and anything else
+    /// is refused with 25P02 ("protocol-flow"). Nothing reached a server, so
+    /// sleddog answers alone.
+    async fn answer_failed_transaction(&mut self, batch: ClientBatch) -> Result<(), End> {
+        let ending = ends_transaction(
+            &self.client.buf[..batch.len],
+            &mut self.core.router.borrow_mut(),
+        );
+        let out = &mut self.client.out;
+        match ending {
+            Some(steps) => {
+                for step in steps {
+                    match step {
+                        Reply::ParseComplete => write::parse_complete(out),
+                        Reply::BindComplete => write::bind_complete(out),
+                        Reply::NoData => write::no_data(out),
+                        Reply::Done => write::command_complete(out, "ROLLBACK"),
+                    }
+                }
+                self.status = TransactionStatus::Idle;
+                write::ready_for_query(out, self.status);
+            }
+            None => {
+                let message = "current transaction is aborted, commands ignored until end of transaction block";
+                for _ in 0..batch.sync_points {
+                    write::error_response(out, Severity::Error, "25P02", message, None);
+                    write::ready_for_query(out, TransactionStatus::Failed);
+                }
+                if batch.unsynced {
+                    write::error_response(out, Severity::Error, "25P02", message, None);
+                    self.discard_until_sync = true;
+                }
+            }
+        }
+        self.unsynced = false;
+        self.client.buf.advance(batch.len);
+        if batch.terminate {
+            return Err(End::ClientGone);
+        }
         self.client.flush().await.map_err(|_| End::ClientGone)
     }
 
@@ -917,7 +972,8 @@ impl<'a> Relay<'a> {
             self.client.buf.advance(header.total_len);
             if kind == FrontendKind::Sync {
                 self.discard_until_sync = false;
-                write::ready_for_query(&mut self.client.out, TransactionStatus::Idle);
+                // Idle, or a failed transaction held with no server.
+                write::ready_for_query(&mut self.client.out, self.status);
                 return self.client.flush().await.map_err(|_| End::ClientGone);
             }
         }
@@ -1516,6 +1572,71 @@ fn begin_reply(buf: &[u8], out: &mut BytesMut) -> Result<(usize, bool), (String,
     }
 }
 
+/// What sleddog answers, message by message, to a request that ends a
+/// failed transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    ParseComplete,
+    BindComplete,
+    NoData,
+    /// The statement's CommandComplete (`ROLLBACK`).
+    Done,
+}
+
+/// Is `batch` one request that only ends the transaction: a simple Query of
+/// one `COMMIT`/`END`/`ROLLBACK`/`ABORT` (no `AND CHAIN`), or the same as an
+/// unnamed Parse, Bind, optional Describe of the portal, Execute and Sync?
+/// The replies owed before ReadyForQuery if so.
+fn ends_transaction(batch: &[u8], cache: &mut QueryCache) -> Option<Vec<Reply>> {
+    let mut ends = |sql: &str| {
+        let classified = cache.get_or_classify(sql);
+        classified.statements == 1
+            && matches!(
+                classified.transaction,
+                Some(Transaction::Commit { chain: false } | Transaction::Rollback { chain: false })
+            )
+    };
+    let mut messages = Vec::new();
+    let mut offset = 0;
+    while offset < batch.len() {
+        let header = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN).ok()??;
+        let end = offset + header.total_len;
+        messages.push(FrontendMessage::decode(batch.get(offset..end)?).ok()?);
+        offset = end;
+    }
+    match messages.as_slice() {
+        [FrontendMessage::Query { sql }] => ends(sql).then(|| vec![Reply::Done]),
+        [FrontendMessage::Parse { name: "", sql, .. }, FrontendMessage::Bind {
+            portal: "",
+            statement: "",
+        }, rest @ ..] => {
+            let mut replies = vec![Reply::ParseComplete, Reply::BindComplete];
+            let rest = match rest {
+                [FrontendMessage::Describe {
+                    target: DescribeTarget::Portal,
+                    name: "",
+                }, rest @ ..] => {
+                    replies.push(Reply::NoData);
+                    rest
+                }
+                rest => rest,
+            };
+            let executes = matches!(
+                rest,
+                [
+                    FrontendMessage::Execute { portal: "", .. },
+                    FrontendMessage::Sync
+                ]
+            );
+            (executes && ends(sql)).then(|| {
+                replies.push(Reply::Done);
+                replies
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Ends a COPY FROM STDIN the client abandoned, without committing it.
 async fn send_copy_fail(conn: &mut PooledConn) -> bool {
     let mut out = BytesMut::new();
@@ -1620,6 +1741,64 @@ mod tests {
         assert_eq!(begin_reply(&whole[5..12], &mut out), Ok((5, false)));
         assert_eq!(begin_reply(&whole[10..], &mut out), Ok((11, true)));
         assert!(out.is_empty());
+    }
+
+    fn extended(sql: &str, describe: bool) -> Vec<u8> {
+        let mut parse = vec![0];
+        parse.extend_from_slice(sql.as_bytes());
+        parse.extend_from_slice(&[0, 0, 0]);
+        let mut out = [
+            message(b'P', &parse),
+            message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]),
+        ]
+        .concat();
+        if describe {
+            out.extend(message(b'D', b"P\0"));
+        }
+        out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+        out.extend(message(b'S', b""));
+        out
+    }
+
+    #[test]
+    fn only_a_lone_commit_or_rollback_ends_a_failed_transaction() {
+        let mut cache = QueryCache::new(16);
+        for sql in ["ROLLBACK", "commit", "END", "abort work;"] {
+            let query = message(b'Q', format!("{sql}\0").as_bytes());
+            assert_eq!(
+                ends_transaction(&query, &mut cache),
+                Some(vec![Reply::Done]),
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            ends_transaction(&extended("ROLLBACK", true), &mut cache),
+            Some(vec![
+                Reply::ParseComplete,
+                Reply::BindComplete,
+                Reply::NoData,
+                Reply::Done
+            ])
+        );
+        assert_eq!(
+            ends_transaction(&extended("COMMIT", false), &mut cache),
+            Some(vec![Reply::ParseComplete, Reply::BindComplete, Reply::Done])
+        );
+        for sql in [
+            "SELECT 1",
+            "ROLLBACK; SELECT 1",
+            "COMMIT AND CHAIN",
+            "ROLLBACK TO SAVEPOINT s",
+        ] {
+            let query = message(b'Q', format!("{sql}\0").as_bytes());
+            assert_eq!(ends_transaction(&query, &mut cache), None, "{sql}");
+        }
+        assert_eq!(
+            ends_transaction(&extended("SELECT 1", false), &mut cache),
+            None
+        );
+        let two = [message(b'Q', b"ROLLBACK\0"), message(b'Q', b"ROLLBACK\0")].concat();
+        assert_eq!(ends_transaction(&two, &mut cache), None);
     }
 
     #[test]
