@@ -2,8 +2,8 @@
 //! replica: reads land on the replica, writes and ordinary transactions on
 //! the primary, hints and `pgdog.role` override, round robin spreads reads,
 //! a stopped replica sends reads to the primary without client errors, and a
-//! replica lagging past `ban_replica_lag_bytes` leaves rotation until it
-//! catches up.
+//! replica lagging past `ban_replica_lag_bytes` or `ban_replica_lag` leaves
+//! rotation until it catches up.
 
 mod common;
 
@@ -150,20 +150,41 @@ async fn a_stopped_replica_sends_reads_to_the_primary() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_lagging_replica_leaves_rotation_until_it_catches_up() {
+async fn a_replica_lagging_in_bytes_leaves_rotation_until_it_catches_up() {
+    lagging_replica_leaves_rotation("ban_replica_lag_bytes = 65536").await;
+}
+
+/// `ban_replica_lag` (ms): replay paused while the primary commits, so the
+/// replica's replay delay grows past the limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_lagging_in_time_leaves_rotation_until_it_catches_up() {
+    lagging_replica_leaves_rotation("ban_replica_lag = 500").await;
+}
+
+async fn lagging_replica_leaves_rotation(limit: &str) {
     let (primary, replica) = PgServer::start_with_replica(
         "lb-lag",
         "create table lag_t (v text); grant all on lag_t to public",
     );
     let port = free_port();
-    let general = "read_write_split = \"exclude_primary\"\n\
-                   lsn_check_delay = 0\nlsn_check_interval = 200\n\
-                   ban_replica_lag_bytes = 65536";
+    let general = format!(
+        "read_write_split = \"exclude_primary\"\n\
+         lsn_check_delay = 0\nlsn_check_interval = 200\n{limit}"
+    );
+    let general = general.as_str();
     let proxy = Sleddog::start(&lb_config(port, general, &primary, &replica), USERS);
     let client = connect(port, "sd_scram", "scram_pw").await;
     let q = "select pg_is_in_recovery()";
     assert!(on_replica(&client, q).await);
 
+    // A commit the replica replays first: the replay delay counts from the
+    // last transaction it replayed (none yet reads as no delay).
+    primary.psql("sleddog", "insert into lag_t values ('first')");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replica.psql("sleddog", "select count(*) from lag_t") != "1" {
+        assert!(Instant::now() < deadline, "the replica never replayed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     replica.psql("postgres", "select pg_wal_replay_pause()");
     primary.psql(
         "sleddog",
