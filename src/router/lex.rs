@@ -280,6 +280,19 @@ pub(crate) fn shape(sql: &str, out: &mut String) -> bool {
     true
 }
 
+/// The first word of `sql`, after white space and comments (nested block
+/// comments too); None when the text starts with anything else.
+pub(crate) fn first_word(sql: &str) -> Option<&str> {
+    let mut lexer = Lexer::new(sql.as_bytes());
+    loop {
+        match lexer.next_token()? {
+            Token::Comment { .. } => continue,
+            Token::Word { start, end } => return sql.get(start..end),
+            _ => return None,
+        }
+    }
+}
+
 /// Scans `sql` once. Never fails: malformed text yields what was seen.
 pub(crate) fn scan(sql: &str) -> Scan {
     let text = sql.as_bytes();

@@ -31,3 +31,4 @@ pub use classified::{
     Access, Classified, Hints, Intent, Role, RoleSetting, Source, TextSpan, Transaction,
 };
 pub use classify::classify;
+pub(crate) use lex::first_word;

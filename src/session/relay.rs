@@ -532,12 +532,15 @@ impl<'a> Relay<'a> {
         if self.status == TransactionStatus::Failed {
             return self.answer_failed_transaction(batch).await;
         }
-        if let Some((tag, sql)) = self.deferrable_begin(&batch) {
-            return self.defer_begin(batch, tag, sql).await;
+        let route = self.route(&batch);
+        if route.lone_begin {
+            if let Some((tag, sql)) = self.deferrable_begin(&batch) {
+                return self.defer_begin(batch, tag, sql).await;
+            }
         }
+        let intent = route.intent;
         self.handle.waiting.set(true);
         self.handle.withdraw.reset();
-        let intent = self.intent(&batch);
         let mut outcome = self.checkout(intent).await;
         if matches!(outcome, Checkout::Failed(CheckoutError::Retired)) {
             // A reload retired the pool while we waited: one more try on the new one.
@@ -754,14 +757,15 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Transaction mode, several servers, no transaction open: is the
-    /// request one simple Query holding only a `BEGIN` that the next request
-    /// should route? (Under `conservative` that request goes to the primary
-    /// unless it sets `pgdog.role` or carries a hint; under `aggressive` its
-    /// statements decide.) Its command tag and text if so.
+    /// Transaction mode, several servers, no transaction open, and the
+    /// request is one simple Query whose statements are a lone `BEGIN`
+    /// (`Route::lone_begin`): its command tag and text, for the relay to
+    /// answer it and let the next request choose the server. (Under
+    /// `conservative` that request goes to the primary unless it sets
+    /// `pgdog.role` or carries a hint; under `aggressive` its statements
+    /// decide.)
     fn deferrable_begin(&self, batch: &ClientBatch) -> Option<(&'static str, String)> {
         if self.settings.session_mode
-            || self.cluster.servers.len() == 1
             || self.status != TransactionStatus::Idle
             || batch.sync_points != 1
             || batch.unsynced
@@ -776,9 +780,7 @@ impl<'a> Relay<'a> {
         let Ok(FrontendMessage::Query { sql }) = FrontendMessage::decode(message) else {
             return None;
         };
-        let session = route::session_role(self.params.get("pgdog.role"));
-        let tag = route::deferrable_begin(sql, &mut self.core.router.borrow_mut(), session)?;
-        Some((tag, sql.to_owned()))
+        Some((route::begin_tag(sql), sql.to_owned()))
     }
 
     /// Answers a lone `BEGIN` as Postgres would (CommandComplete, then
@@ -798,13 +800,17 @@ impl<'a> Relay<'a> {
         self.client.flush().await.map_err(|_| End::ClientGone)
     }
 
-    /// What the request needs: asked only of a cluster with a choice to make.
-    fn intent(&self, batch: &ClientBatch) -> Intent {
+    /// What the request needs: asked only of a cluster with a choice to
+    /// make (one server: its pool, and no BEGIN is held).
+    fn route(&self, batch: &ClientBatch) -> route::Route {
         if self.cluster.servers.len() == 1 {
-            return Intent::Write;
+            return route::Route {
+                intent: Intent::Write,
+                lone_begin: false,
+            };
         }
         let session = route::session_role(self.params.get("pgdog.role"));
-        route::intent(
+        route::route(
             &self.client.buf[..batch.len],
             &self.statements,
             &mut self.core.router.borrow_mut(),

@@ -15,7 +15,7 @@
 //! under `read_write_strategy = "conservative"`; under `"aggressive"` the
 //! statements sent with it decide, as if the `BEGIN` were not there (the
 //! relay holds back a `BEGIN` sent alone until the next request under both
-//! strategies, see [`deferrable_begin`], so that `BEGIN; SET LOCAL
+//! strategies, see [`Route::lone_begin`], so that `BEGIN; SET LOCAL
 //! pgdog.role TO 'replica'` sent one by one still routes the transaction). `BEGIN READ WRITE` and `SERIALIZABLE` stay on the
 //! primary under both: a hot standby refuses them at `BEGIN` ("hot-standby"
 //! in the PostgreSQL docs, "Hot Standby: user's overview").
@@ -31,7 +31,7 @@ use crate::prepared::ClientStatements;
 use crate::protocol::frame;
 use crate::protocol::frontend::{FrontendKind, FrontendMessage};
 use crate::protocol::DEFAULT_MAX_MESSAGE_LEN;
-use crate::router::{Access, Classified, QueryCache, Role, RoleSetting, Transaction};
+use crate::router::{first_word, Access, Classified, QueryCache, Role, RoleSetting, Transaction};
 
 /// The session's own `pgdog.role` (from `SET pgdog.role` or the startup
 /// packet), if it names a role.
@@ -46,8 +46,22 @@ pub fn session_role(value: Option<&str>) -> Option<Role> {
     }
 }
 
-/// What `batch` (complete messages) needs.
-pub fn intent(
+/// Where a request goes, and whether it is a `BEGIN` the relay may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub intent: Intent,
+    /// The request's statements are one `BEGIN`/`START TRANSACTION` with
+    /// nothing else deciding the route (no `READ ONLY`/`READ WRITE`, no
+    /// `SERIALIZABLE`, no hint, no `pgdog.role`): the relay may answer it
+    /// itself and let the next request choose the server
+    /// (`Relay::defer_begin`; the relay checks the request is one simple
+    /// Query).
+    pub lone_begin: bool,
+}
+
+/// What `batch` (complete messages) needs; its statements are classified
+/// once, for both answers.
+pub fn route(
     batch: &[u8],
     statements: &ClientStatements,
     cache: &mut QueryCache,
@@ -55,7 +69,7 @@ pub fn intent(
     strategy: ReadWriteStrategy,
     split: ReadWriteSplit,
     after_begin: bool,
-) -> Intent {
+) -> Route {
     // The first request after a `BEGIN` the relay answered itself routes
     // that transaction: as if the BEGIN were part of it.
     let mut seen = Seen {
@@ -93,78 +107,24 @@ pub fn intent(
             _ => {}
         }
     }
-    seen.decide(session, strategy, split)
-}
-
-/// `read_write_strategy = "aggressive"`: is `sql`, the whole text of a
-/// simple Query, a `BEGIN` the relay may answer itself and run later on the
-/// server the next request picks? Only a lone `BEGIN`/`START TRANSACTION`
-/// with nothing else deciding the route (no `READ ONLY`/`READ WRITE`, no
-/// `SERIALIZABLE`, no hint, no session `pgdog.role`). Returns the command
-/// tag Postgres answers it with.
-pub fn deferrable_begin(
-    sql: &str,
-    cache: &mut QueryCache,
-    session: Option<Role>,
-) -> Option<&'static str> {
-    if session.is_some() {
-        return None;
+    Route {
+        intent: seen.decide(session, strategy, split),
+        lone_begin: !after_begin
+            && seen.begin
+            && !seen.others
+            && !seen.write
+            && seen.hint.or(seen.setting).or(session).is_none(),
     }
-    let mut seen = Seen::default();
-    seen.add(&cache.get_or_classify(sql), sql.as_bytes());
-    if !seen.begin || seen.others || seen.write || seen.hint.is_some() {
-        return None;
-    }
-    Some(begin_tag(sql))
 }
 
 /// The CommandComplete tag of a `BEGIN` or `START TRANSACTION` (the first
 /// keyword, after white space and comments): `BEGIN [WORK|TRANSACTION]`
 /// answers `BEGIN`, `START TRANSACTION` answers `START TRANSACTION`.
-fn begin_tag(sql: &str) -> &'static str {
-    let mut rest = sql.as_bytes();
-    loop {
-        rest = rest.trim_ascii_start();
-        if let Some(after) = rest.strip_prefix(b"--") {
-            let end = after
-                .iter()
-                .position(|&b| b == b'\n')
-                .unwrap_or(after.len());
-            rest = &after[end..];
-        } else if rest.starts_with(b"/*") {
-            rest = skip_block_comment(rest);
-        } else {
-            break;
-        }
-    }
-    match rest.get(..5) {
-        Some(word) if word.eq_ignore_ascii_case(b"start") => "START TRANSACTION",
+pub fn begin_tag(sql: &str) -> &'static str {
+    match first_word(sql) {
+        Some(word) if word.eq_ignore_ascii_case("start") => "START TRANSACTION",
         _ => "BEGIN",
     }
-}
-
-/// `text` starts with `/*`: the text after the comment, which nests in
-/// Postgres ("sql-syntax-lexical", Comments).
-fn skip_block_comment(text: &[u8]) -> &[u8] {
-    let mut depth = 0usize;
-    let mut at = 0;
-    while at + 1 < text.len() {
-        match &text[at..at + 2] {
-            b"/*" => {
-                depth += 1;
-                at += 2;
-            }
-            b"*/" => {
-                depth -= 1;
-                at += 2;
-                if depth == 0 {
-                    return &text[at..];
-                }
-            }
-            _ => at += 1,
-        }
-    }
-    &[]
 }
 
 /// What the request's statements asked for, together.
@@ -296,7 +256,7 @@ mod tests {
     fn route(batch: &[u8], session: Option<Role>, strategy: ReadWriteStrategy) -> Intent {
         let statements = ClientStatements::new(false, false, false);
         let mut cache = QueryCache::new(16);
-        intent(
+        let routed = super::route(
             batch,
             &statements,
             &mut cache,
@@ -304,14 +264,15 @@ mod tests {
             strategy,
             SPLIT,
             false,
-        )
+        );
+        routed.intent
     }
 
     /// The first request after a `BEGIN` the relay answered itself.
     fn route_after_begin(batch: &[u8], strategy: ReadWriteStrategy) -> Intent {
         let statements = ClientStatements::new(false, false, false);
         let mut cache = QueryCache::new(16);
-        intent(batch, &statements, &mut cache, None, strategy, SPLIT, true)
+        super::route(batch, &statements, &mut cache, None, strategy, SPLIT, true).intent
     }
 
     #[test]
@@ -393,7 +354,7 @@ mod tests {
         let mut cache = QueryCache::new(16);
         let batch = simple("BEGIN; SELECT 1");
         let split = ReadWriteSplit::PreferPrimary;
-        let intent = intent(
+        let routed = super::route(
             &batch,
             &statements,
             &mut cache,
@@ -402,7 +363,7 @@ mod tests {
             split,
             false,
         );
-        assert_eq!(intent, Intent::Write);
+        assert_eq!(routed.intent, Intent::Write);
     }
 
     #[test]
@@ -466,8 +427,21 @@ mod tests {
 
     #[test]
     fn only_a_lone_undecided_begin_is_deferred() {
+        let statements = ClientStatements::new(false, false, false);
         let mut cache = QueryCache::new(16);
-        let mut defer = |sql: &str, session| deferrable_begin(sql, &mut cache, session);
+        let mut defer = |sql: &str, session| {
+            let batch = simple(sql);
+            let routed = super::route(
+                &batch,
+                &statements,
+                &mut cache,
+                session,
+                CONSERVATIVE,
+                SPLIT,
+                false,
+            );
+            routed.lone_begin.then(|| begin_tag(sql))
+        };
         assert_eq!(defer("BEGIN", None), Some("BEGIN"));
         assert_eq!(defer("begin work;", None), Some("BEGIN"));
         assert_eq!(
