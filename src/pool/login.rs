@@ -140,14 +140,25 @@ pub fn set_param(params: &mut Vec<(String, String)>, name: &str, value: &str) {
 }
 
 /// The reply to one simple Query of sleddog's own, read message by message:
-/// the bodies of its DataRows, and it must end Idle without an error.
+/// the bodies of its DataRows, and it must end without an error in the
+/// transaction status expected (Idle, unless `opening_transaction`).
 #[derive(Default)]
 pub struct OwnQueryReply {
     rows: Vec<Bytes>,
     failure: Option<ServerError>,
+    /// The query is a client's `BEGIN`: it must leave a transaction open.
+    opens_transaction: bool,
 }
 
 impl OwnQueryReply {
+    /// The reply to a `BEGIN`: it must end InTransaction.
+    pub fn opening_transaction() -> Self {
+        OwnQueryReply {
+            opens_transaction: true,
+            ..OwnQueryReply::default()
+        }
+    }
+
     /// Takes one whole message (`message` owns it, so rows are kept without a
     /// copy). ParameterStatus values go to `params`. Some at ReadyForQuery.
     pub fn on_message(
@@ -165,11 +176,20 @@ impl OwnQueryReply {
                 if let Some(error) = self.failure.take() {
                     return Err(error);
                 }
-                if status != TransactionStatus::Idle {
+                let expected = if self.opens_transaction {
+                    TransactionStatus::InTransaction
+                } else {
+                    TransactionStatus::Idle
+                };
+                if status != expected {
+                    let message = if self.opens_transaction {
+                        "BEGIN did not open a transaction"
+                    } else {
+                        "still in a transaction after a statement of the pool's own"
+                    };
                     return Err(ServerError::Rejected {
                         sqlstate: "25000".into(),
-                        message: "still in a transaction after a statement of the pool's own"
-                            .into(),
+                        message: message.into(),
                     });
                 }
                 return Ok(Some(std::mem::take(&mut self.rows)));
@@ -212,6 +232,26 @@ mod tests {
             user: "u".into(),
             password: Some("pw".into()),
             database: "d".into(),
+        }
+    }
+
+    #[test]
+    fn a_begin_must_leave_a_transaction_open() {
+        let mut params = Vec::new();
+        let mut reply = OwnQueryReply::opening_transaction();
+        assert!(reply
+            .on_message(&msg(b'C', b"BEGIN\0"), &mut params)
+            .unwrap()
+            .is_none());
+        assert!(reply.on_message(&msg(b'Z', b"T"), &mut params).is_ok());
+        let mut reply = OwnQueryReply::opening_transaction();
+        assert!(reply.on_message(&msg(b'Z', b"I"), &mut params).is_err());
+        let mut reply = OwnQueryReply::opening_transaction();
+        let error = msg(b'E', b"SERROR\0C0A000\0Mnot in a hot standby\0\0");
+        assert!(reply.on_message(&error, &mut params).unwrap().is_none());
+        match reply.on_message(&msg(b'Z', b"I"), &mut params) {
+            Err(ServerError::Rejected { sqlstate, .. }) => assert_eq!(sqlstate, "0A000"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -20,7 +20,6 @@ use crate::auth::{self, AuthError};
 
 use super::login::{self, LoginSteps, OwnQueryReply};
 use crate::prepared::ServerStatements;
-use crate::protocol::backend::{BackendMessage, TransactionStatus};
 use crate::protocol::startup;
 use crate::protocol::{frame, write, ProtocolError, DEFAULT_MAX_MESSAGE_LEN};
 use crate::rt::{self, AsyncReadExt, AsyncWriteExt, TcpStream};
@@ -267,10 +266,17 @@ impl ServerConn {
     /// Runs one query of the pool's own and returns the bodies of the rows it
     /// sent; like `execute`, the server must end Idle.
     pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Bytes>, ServerError> {
+        self.run_own(sql, OwnQueryReply::default()).await
+    }
+
+    async fn run_own(
+        &mut self,
+        sql: &str,
+        mut reply: OwnQueryReply,
+    ) -> Result<Vec<Bytes>, ServerError> {
         let mut out = BytesMut::new();
         write::query(&mut out, sql);
         self.send(&mut out).await?;
-        let mut reply = OwnQueryReply::default();
         loop {
             let message = self.read_message().await?;
             if let Some(rows) = reply.on_message(&message, &mut self.params)? {
@@ -299,30 +305,8 @@ impl ServerConn {
     /// Query), for a request that cannot carry it (`send_begin`); reads
     /// through ReadyForQuery, which must say InTransaction.
     pub async fn begin(&mut self, sql: &str) -> Result<(), ServerError> {
-        let mut out = BytesMut::new();
-        write::query(&mut out, sql);
-        self.send(&mut out).await?;
-        let mut failure = None;
-        loop {
-            let message = self.read_message().await?;
-            match BackendMessage::decode(&message)? {
-                BackendMessage::ErrorResponse(fields) => failure = Some(login::rejected(&fields)),
-                BackendMessage::ParameterStatus { name, value } => {
-                    login::set_param(&mut self.params, name, value)
-                }
-                BackendMessage::ReadyForQuery(status) => {
-                    return match failure {
-                        Some(error) => Err(error),
-                        None if status == TransactionStatus::InTransaction => Ok(()),
-                        None => Err(ServerError::Rejected {
-                            sqlstate: "25000".into(),
-                            message: "BEGIN did not open a transaction".into(),
-                        }),
-                    };
-                }
-                _ => {}
-            }
-        }
+        let reply = OwnQueryReply::opening_transaction();
+        self.run_own(sql, reply).await.map(drop)
     }
 
     /// No bytes waiting and the peer has not closed: safe to hand out.
