@@ -178,8 +178,7 @@ impl ServerPool {
             if now.duration_since(conn.last_used) >= idle_limits.healthcheck_interval {
                 // healthcheck_interval: a connection unused that long proves
                 // itself with an empty query first; one that fails is closed.
-                let check = rt::timeout(idle_limits.healthcheck_timeout, conn.execute(";")).await;
-                if !matches!(check, Some(Ok(()))) {
+                if !health_check(&mut conn, idle_limits.healthcheck_timeout).await {
                     tracing::warn!(host = %self.host, port = self.port, "health check failed; closing the connection");
                     self.closed_one();
                     continue;
@@ -368,8 +367,7 @@ impl ServerPool {
         let Some(mut conn) = oldest else {
             return true;
         };
-        let check = rt::timeout(limits.healthcheck_timeout, conn.execute(";")).await;
-        if !matches!(check, Some(Ok(()))) {
+        if !health_check(&mut conn, limits.healthcheck_timeout).await {
             // That one connection may have been ended alone (a terminated
             // backend, the server's idle_session_timeout): the server is
             // judged by a fresh one.
@@ -406,6 +404,12 @@ impl ServerPool {
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().len()
     }
+}
+
+/// The health check (checkout and idle): an empty query answered within
+/// `healthcheck_timeout`.
+async fn health_check(conn: &mut ServerConn, timeout: Duration) -> bool {
+    matches!(rt::timeout(timeout, conn.execute(";")).await, Some(Ok(())))
 }
 
 /// A connect error that means "try the next address".
