@@ -7,6 +7,7 @@
 //! - `config`    pgdog.toml + users.toml → validated immutable snapshot.
 //! - `control`   the control thread: config reload, signals, cancel routing, shutdown.
 //! - `core`      one pinned executor per CPU: listener, per-core state, inbox.
+//! - `fanout`    cross-shard queries: the query each shard gets, and the in-memory merge; no I/O.
 //! - `pool`      per-core server connection pools.
 //! - `prepared`  prepared statements shared under transaction pooling; no I/O.
 //! - `pubsub`    LISTEN/NOTIFY under transaction pooling: per-core listener connections.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod fanout;
 pub mod ids;
 pub mod pool;
 pub mod prepared;

@@ -1,0 +1,1 @@
+//! PostgreSQL's extended hash functions, seeded as hash partitioning seeds them.
