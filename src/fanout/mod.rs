@@ -8,6 +8,7 @@
 //! - `merge`: the sans-IO merger: RowDescriptions and DataRows in, the
 //!   client's RowDescription and DataRows out.
 
+pub mod assemble;
 pub mod plan;
 
 /// A cross-shard query sleddog cannot answer correctly. Sent to the client as

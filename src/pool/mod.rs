@@ -43,18 +43,25 @@ pub struct Cluster {
     pub user: String,
     pub mode: PoolerMode,
     pub servers: Vec<ClusterServer>,
-    /// Index into `servers` of where writes go: chosen at build, moved by
-    /// the control thread's health snapshots where roles are `auto`.
+    /// One group per shard number `0..shards`: its servers, primary,
+    /// balancer and bans. A cluster of one shard has one group.
+    groups: Vec<ShardGroup>,
+    limits: BanLimits,
+}
+
+/// The servers of one shard: where its writes go, and load balancing and
+/// bans among them.
+struct ShardGroup {
+    /// Indices into `Cluster::servers`; the load balancer knows the n-th as
+    /// `TargetId(n)`. Fixed at build.
+    servers: Vec<usize>,
+    /// Index into `Cluster::servers` of where writes go: chosen at build,
+    /// moved by the control thread's health snapshots where roles are `auto`.
     primary: Cell<usize>,
-    /// Indices into `servers` of the first shard's servers, which the load
-    /// balancer knows as `TargetId(0..)`; fixed at build.
-    shard_servers: Vec<usize>,
-    /// Load balancing over them, their bans, and the settings both follow;
-    /// `scratch` holds the balancer's view of them for one pick.
+    /// `scratch` holds the balancer's view of the servers for one pick.
     balancer: RefCell<Balancer>,
     scratch: RefCell<Vec<Target>>,
     bans: RefCell<Bans>,
-    limits: BanLimits,
 }
 
 /// When a server leaves rotation.
@@ -66,44 +73,44 @@ pub struct BanLimits {
 }
 
 impl Cluster {
-    /// Number of distinct shards.
+    /// Number of shards.
+    #[inline]
     pub fn shard_count(&self) -> usize {
-        let mut shards: Vec<u16> = self.servers.iter().map(|s| s.shard).collect();
-        shards.sort_unstable();
-        shards.dedup();
-        shards.len()
+        self.groups.len()
     }
 
-    /// The server writes go to.
+    /// The server writes to shard 0 go to (the only shard of an unsharded
+    /// cluster).
     #[inline]
     pub fn primary(&self) -> &Rc<ServerPool> {
-        &self.servers[self.primary.get()].pool
+        &self.servers[self.groups[0].primary.get()].pool
     }
 
-    /// The servers of the first shard, as `(index into servers, target)`;
-    /// `TargetId(n)` is the n-th of them.
-    fn targets(&self) -> impl Iterator<Item = (usize, &ClusterServer)> {
-        self.shard_servers.iter().map(|&i| (i, &self.servers[i]))
+    /// The group a server belongs to, and its `TargetId` there.
+    fn group_of(&self, index: usize) -> Option<(&ShardGroup, TargetId)> {
+        let group = self.groups.get(usize::from(self.servers.get(index)?.shard))?;
+        let n = group.servers.iter().position(|&i| i == index)?;
+        Some((group, TargetId(n as u16)))
     }
 
-    fn first_shard(&self) -> u16 {
-        self.servers[self.shard_servers[0]].shard
-    }
-
-    /// Where to try a checkout for `intent`, best first, as indices into
-    /// `servers`, written to `out`: the primary for writes (and when there
-    /// is one server); for reads, what the balancer picks among the servers
-    /// in rotation.
-    pub fn candidates(&self, intent: Intent, now: Instant, out: &mut Vec<usize>) {
+    /// Where to try a checkout on `shard` for `intent`, best first, as
+    /// indices into `servers`, written to `out`: the shard's primary for
+    /// writes (and when it has one server); for reads, what the balancer
+    /// picks among the shard's servers in rotation.
+    pub fn candidates(&self, shard: usize, intent: Intent, now: Instant, out: &mut Vec<usize>) {
         out.clear();
-        if self.servers.len() == 1 || intent == Intent::Write {
-            out.push(self.primary.get());
+        let Some(group) = self.groups.get(shard) else {
+            return;
+        };
+        if group.servers.len() == 1 || intent == Intent::Write {
+            out.push(group.primary.get());
             return;
         }
-        let primary = self.primary.get();
-        let mut targets = self.scratch.borrow_mut();
+        let primary = group.primary.get();
+        let mut targets = group.scratch.borrow_mut();
         targets.clear();
-        targets.extend(self.targets().enumerate().map(|(n, (index, server))| {
+        targets.extend(group.servers.iter().enumerate().map(|(n, &index)| {
+            let server = &self.servers[index];
             let role = if index == primary {
                 TargetRole::Primary
             } else if server.role == Role::Primary {
@@ -122,25 +129,24 @@ impl Cluster {
                     .saturating_sub(server.pool.idle_count()),
             }
         }));
-        let bans = self.bans.borrow();
-        let mut balancer = self.balancer.borrow_mut();
+        let bans = group.bans.borrow();
+        let mut balancer = group.balancer.borrow_mut();
         let order = balancer.candidates(intent, &targets, &bans, now);
-        out.extend(order.iter().map(|id| self.shard_servers[usize::from(id.0)]));
+        out.extend(order.iter().map(|id| group.servers[usize::from(id.0)]));
     }
 
     /// A checkout on `servers[index]` failed: it leaves rotation for
-    /// `ban_timeout` (unless it is the last server in rotation). The server,
-    /// for the caller to report to control, when it is one the balancer
-    /// chooses from.
+    /// `ban_timeout` (unless it is the last server of its shard in
+    /// rotation). The server, for the caller to report to control, when it
+    /// is one the balancer chooses from.
     pub fn ban(&self, index: usize, reason: BanReason, now: Instant) -> Option<&ServerId> {
         self.ban_for(index, reason, now, self.limits.ban_timeout)
     }
 
     /// True while `servers[index]` is out of rotation on this core.
     fn is_banned(&self, index: usize, now: Instant) -> bool {
-        self.targets()
-            .position(|(i, _)| i == index)
-            .is_some_and(|n| self.bans.borrow().is_banned(TargetId(n as u16), now))
+        self.group_of(index)
+            .is_some_and(|(group, target)| group.bans.borrow().is_banned(target, now))
     }
 
     fn ban_for(
@@ -150,44 +156,49 @@ impl Cluster {
         now: Instant,
         timeout: Duration,
     ) -> Option<&ServerId> {
-        if self.shard_servers.len() < 2 {
+        let (group, target) = self.group_of(index)?;
+        if group.servers.len() < 2 {
             return None; // nothing to choose from: no bans
         }
-        let target = self.targets().position(|(i, _)| i == index)?;
-        let outcome = self
-            .bans
-            .borrow_mut()
-            .ban(TargetId(target as u16), now, timeout, reason);
+        let outcome = group.bans.borrow_mut().ban(target, now, timeout, reason);
         let server = &self.servers[index].id;
         tracing::warn!(database = %self.database, host = %server.host, port = server.port, ?reason, ?outcome, "server banned");
         (outcome == BanOutcome::Banned).then_some(server)
     }
 
-    /// Follows the elected primary of the first shard when its servers have
+    /// Each shard follows its elected primary when its servers have
     /// `role = "auto"` (with none elected, writes keep going where they went,
     /// and a standby refuses them with its own error); bans servers the
     /// monitors see down or lagging past `ban_replica_lag(_bytes)`, and lets
     /// them back once they are well; bans servers a core reported, until
     /// the time control set, so every core has them out alike.
     fn apply_health(&self, health: &Health, now: Instant) {
-        let first_shard = self.first_shard();
-        let elected = health.primaries.get(&(self.database.clone(), first_shard));
-        if let Some(elected) = elected {
-            let found = self
-                .servers
-                .iter()
-                .position(|s| s.shard == first_shard && s.role == Role::Auto && &s.id == elected);
-            if let Some(index) = found {
-                if index != self.primary.get() {
-                    tracing::info!(database = %self.database, host = %elected.host, port = elected.port, "primary moved");
-                    self.primary.set(index);
-                }
+        for (shard, group) in self.groups.iter().enumerate() {
+            self.follow_primary(group, shard as u16, health);
+            if group.servers.len() > 1 {
+                self.apply_bans(group, health, now);
             }
         }
-        if self.servers.len() == 1 {
+    }
+
+    fn follow_primary(&self, group: &ShardGroup, shard: u16, health: &Health) {
+        let Some(elected) = health.primaries.get(&(self.database.clone(), shard)) else {
             return;
+        };
+        let found = group.servers.iter().copied().find(|&i| {
+            let server = &self.servers[i];
+            server.role == Role::Auto && &server.id == elected
+        });
+        if let Some(index) = found {
+            if index != group.primary.get() {
+                tracing::info!(database = %self.database, shard, host = %elected.host, port = elected.port, "primary moved");
+                group.primary.set(index);
+            }
         }
-        for (n, &index) in self.shard_servers.iter().enumerate() {
+    }
+
+    fn apply_bans(&self, group: &ShardGroup, health: &Health, now: Instant) {
+        for (n, &index) in group.servers.iter().enumerate() {
             let Some(seen) = health.get(&self.servers[index].id) else {
                 continue;
             };
@@ -208,7 +219,7 @@ impl Cluster {
             } else if lagging {
                 self.ban(index, BanReason::ReplicaLag, now);
             } else {
-                let mut bans = self.bans.borrow_mut();
+                let mut bans = group.bans.borrow_mut();
                 // A failure a core reported stands until its time is up,
                 // even when the monitor can reach the server.
                 let reported = health
@@ -228,12 +239,12 @@ impl Cluster {
                 }
             }
         }
-        for (n, &index) in self.shard_servers.iter().enumerate() {
+        for (n, &index) in group.servers.iter().enumerate() {
             let Some(reported) = health.reported.get(&self.servers[index].id) else {
                 continue;
             };
             let target = TargetId(n as u16);
-            let bans = self.bans.borrow();
+            let bans = group.bans.borrow();
             let held = bans.ban_of(target, now).is_some();
             let last = !bans.others_in_rotation(target, now);
             drop(bans);
@@ -247,23 +258,34 @@ impl Cluster {
         }
     }
 
-    /// Indices of the servers of the lowest-numbered shard.
-    fn first_shard_servers(servers: &[ClusterServer]) -> Vec<usize> {
-        let first_shard = servers.iter().map(|s| s.shard).min().unwrap_or(0);
-        (0..servers.len())
-            .filter(|&i| servers[i].shard == first_shard)
+    /// One group per shard number up to the highest; each group's primary is
+    /// its `role = "primary"` server, else its first.
+    fn groups(servers: &[ClusterServer], snapshot: &Snapshot) -> Vec<ShardGroup> {
+        let shards = servers.iter().map(|s| usize::from(s.shard) + 1).max().unwrap_or(1);
+        (0..shards)
+            .map(|shard| {
+                let members: Vec<usize> = (0..servers.len())
+                    .filter(|&i| usize::from(servers[i].shard) == shard)
+                    .collect();
+                let primary = members
+                    .iter()
+                    .copied()
+                    .find(|&i| servers[i].role == Role::Primary)
+                    .or_else(|| members.first().copied())
+                    .unwrap_or(0);
+                ShardGroup {
+                    primary: Cell::new(primary),
+                    scratch: RefCell::new(Vec::new()),
+                    balancer: RefCell::new(Balancer::new(
+                        snapshot.balancing.strategy,
+                        snapshot.balancing.split,
+                        balance::os_seed(),
+                    )),
+                    bans: RefCell::new(Bans::new(members.len())),
+                    servers: members,
+                }
+            })
             .collect()
-    }
-
-    /// The primary of the first shard, else its first server. (Replica routing
-    /// and failover build on this.)
-    fn choose_primary(servers: &[ClusterServer], shard_servers: &[usize]) -> usize {
-        shard_servers
-            .iter()
-            .copied()
-            .find(|&i| servers[i].role == Role::Primary)
-            .or_else(|| shard_servers.first().copied())
-            .unwrap_or(0)
     }
 }
 
@@ -343,20 +365,11 @@ impl Pools {
             if servers.is_empty() {
                 continue; // config validation rejects this; never index an empty cluster
             }
-            let shard_servers = Cluster::first_shard_servers(&servers);
             let cluster = Cluster {
                 database: spec.database.clone(),
                 user: spec.user.clone(),
                 mode: spec.pooler_mode,
-                primary: Cell::new(Cluster::choose_primary(&servers, &shard_servers)),
-                shard_servers,
-                scratch: RefCell::new(Vec::new()),
-                balancer: RefCell::new(Balancer::new(
-                    snapshot.balancing.strategy,
-                    snapshot.balancing.split,
-                    balance::os_seed(),
-                )),
-                bans: RefCell::new(Bans::new(servers.len())),
+                groups: Cluster::groups(&servers, snapshot),
                 limits: BanLimits {
                     ban_timeout: snapshot.health.ban_timeout,
                     replica_lag: snapshot.health.ban_replica_lag,

@@ -832,7 +832,7 @@ impl<'a> Relay<'a> {
         }
         let mut candidates = std::mem::take(&mut self.candidates);
         self.cluster
-            .candidates(intent, Instant::now(), &mut candidates);
+            .candidates(0, intent, Instant::now(), &mut candidates);
         let mut outcome = Checkout::Failed(CheckoutError::Timeout);
         for &index in &candidates {
             let pool = self.cluster.servers[index].pool.clone();
