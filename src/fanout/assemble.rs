@@ -639,7 +639,10 @@ mod tests {
         msg(&mut b, BackendKind::ReadyForQuery, b"I");
         let mut out = BytesMut::new();
         let error = assemble(&[Op::Query], &[&a, &b], &mut Stream::default(), &mut out);
-        assert!(matches!(error, Err(AssembleError::Merge(why)) if why.contains("shard 1") && why.contains("\"id\"")));
+        let Err(AssembleError::Merge(why)) = error else {
+            panic!("expected a merge error, got {error:?}");
+        };
+        assert!(why.contains("shard 1") && why.contains("\"id\""), "{why}");
     }
 
     #[test]
