@@ -7,6 +7,7 @@
 //! (session mode).
 
 mod client;
+mod fanout;
 mod login_auth;
 pub mod params;
 mod relay;
