@@ -7,8 +7,8 @@
 //! A `[general]` key may have both: its value is parsed and checked (and in
 //! the snapshot) ahead of the feature, and it keeps warning until its row goes.
 //!
-//! Source: pgdog-config/src/{general,database,users,core,otel}.rs in
-//! github.com/pgdogdev/pgdog, and docs.pgdog.dev/configuration/. Whole
+//! Source: pgdog-config/src/{general,database,users,core,otel,sharding}.rs
+//! in github.com/pgdogdev/pgdog, and docs.pgdog.dev/configuration/. Whole
 //! sections are listed as `Scope::Section`; keys inside them are not checked
 //! because sleddog ignores the section as a whole.
 
@@ -23,6 +23,14 @@ pub(crate) enum Scope {
     Database,
     /// users.toml `[[users]]` entries.
     User,
+    /// `[[sharded_tables]]` entries.
+    ShardedTable,
+    /// `[[sharded_mapping]]` entries (all three spellings).
+    ShardedMapping,
+    /// `[[omnisharded_tables]]` entries.
+    Omnisharded,
+    /// `[[sharded_schemas]]` entries.
+    ShardedSchema,
 }
 
 /// Recognised PgDog keys that sleddog ignores for now.
@@ -32,13 +40,7 @@ pub(crate) const UNIMPLEMENTED: &[(Scope, &str)] = &[
     (Scope::Section, "tcp"),
     (Scope::Section, "multi_tenant"),
     (Scope::Section, "plugins"),
-    (Scope::Section, "sharded_tables"),
     (Scope::Section, "manual_queries"),
-    (Scope::Section, "omnisharded_tables"),
-    (Scope::Section, "sharded_mappings"),
-    // Spelling used in parts of PgDog's docs; harmless to accept.
-    (Scope::Section, "sharded_mapping"),
-    (Scope::Section, "sharded_schemas"),
     (Scope::Section, "replica_lag"),
     (Scope::Section, "replication"),
     (Scope::Section, "mirroring"),
@@ -71,7 +73,6 @@ pub(crate) const UNIMPLEMENTED: &[(Scope, &str)] = &[
     (Scope::General, "dry_run"),
     (Scope::General, "mirror_queue"),
     (Scope::General, "mirror_exposure"),
-    (Scope::General, "cross_shard_disabled"),
     (Scope::General, "log_format"),
     (Scope::General, "log_level"),
     (Scope::General, "log_connections"),
@@ -89,7 +90,6 @@ pub(crate) const UNIMPLEMENTED: &[(Scope, &str)] = &[
     (Scope::General, "unique_id_min"),
     (Scope::General, "unique_id_function"),
     (Scope::General, "system_catalogs"),
-    (Scope::General, "omnisharded_sticky"),
     (Scope::General, "resharding_copy_format"),
     (Scope::General, "resharding_parallel_copies"),
     (Scope::General, "resharding_copy_retry_max_attempts"),
@@ -123,11 +123,20 @@ pub(crate) const UNIMPLEMENTED: &[(Scope, &str)] = &[
     (Scope::User, "idle_timeout"),
     (Scope::User, "read_only"),
     (Scope::User, "schema_admin"),
-    (Scope::User, "cross_shard_disabled"),
     (Scope::User, "two_phase_commit"),
     (Scope::User, "two_phase_commit_auto"),
     (Scope::User, "server_lifetime"),
     (Scope::User, "server_lifetime_jitter"),
+    // [[sharded_tables]]: the primary sharding anchor (used by PgDog's
+    // resharding) and pgvector centroid sharding.
+    (Scope::ShardedTable, "primary"),
+    (Scope::ShardedTable, "centroids"),
+    (Scope::ShardedTable, "centroids_path"),
+    (Scope::ShardedTable, "centroid_probes"),
+    // [[omnisharded_tables]]: per-entry sticky routing.
+    (Scope::Omnisharded, "sticky"),
+    // [[sharded_schemas]]: a schema present on every shard.
+    (Scope::ShardedSchema, "all"),
 ];
 
 /// The message every ignored key carries, so operators can grep for it.
@@ -162,7 +171,23 @@ mod tests {
         for key in ["name", "host", "pool_size", "role", "shard"] {
             assert!(!is_unimplemented(Scope::Database, key), "{key}");
         }
-        assert!(is_unimplemented(Scope::Section, "sharded_tables"));
+        for section in [
+            "sharded_tables",
+            "sharded_mapping",
+            "sharded_mappings",
+            "omnisharded_tables",
+            "sharded_schemas",
+        ] {
+            assert!(!is_unimplemented(Scope::Section, section), "{section}");
+        }
+        assert!(!is_unimplemented(Scope::General, "cross_shard_disabled"));
+        assert!(!is_unimplemented(Scope::General, "omnisharded_sticky"));
+        assert!(!is_unimplemented(Scope::User, "cross_shard_disabled"));
+        for key in ["database", "name", "column", "data_type", "hasher"] {
+            assert!(!is_unimplemented(Scope::ShardedTable, key), "{key}");
+        }
+        assert!(is_unimplemented(Scope::ShardedTable, "centroids"));
+        assert!(is_unimplemented(Scope::ShardedSchema, "all"));
         for key in [
             "connection_recovery",
             "client_connection_recovery",

@@ -8,8 +8,10 @@
 //! error at once, each as `file:line: key `k`: why`.
 //!
 //! Layers, one per file: `raw` (TOML → located tree), `read` (typed values),
-//! `sections` (one PgDog section at a time), `url` (`--database_url`),
-//! `validate` (cross-entry rules, assembly), `model` (public types, pools).
+//! `sections` (one PgDog section at a time), `sharding` (the sharding
+//! sections), `url` (`--database_url`), `validate` (cross-entry rules,
+//! assembly), `shard_map` (each cluster's shard map), `model` (public
+//! types, pools).
 //! This module must not open sockets, spawn, or log; callers log `warnings`.
 
 mod diagnostic;
@@ -18,6 +20,8 @@ mod model;
 mod raw;
 mod read;
 mod sections;
+mod shard_map;
+mod sharding;
 mod url;
 mod validate;
 
@@ -37,7 +41,7 @@ use sections::{PgdogFile, UsersFile};
 use validate::{Files, FromUrls};
 
 /// A config that passed validation, and what the operator should be told.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<ConfigWarning>,
@@ -150,6 +154,7 @@ fn parse_toml(diagnostics: &mut Diagnostics, file: &Path, text: &str) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shards::Mapping;
     use std::path::PathBuf;
 
     fn run(config: &str, users: &str) -> Result<Loaded, ConfigErrors> {
@@ -204,7 +209,10 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let mut pairs = Vec::new();
         config_dir_pairs(&root, &mut pairs);
-        assert!(pairs.len() >= 2, "expected config/ and config/demo/");
+        assert!(
+            pairs.len() >= 3,
+            "expected config/, config/demo/ and config/sharded/"
+        );
         for (config, users) in pairs {
             let loaded = load(&config, &users, &[])
                 .unwrap_or_else(|errors| panic!("{}:\n{errors}", config.display()));
@@ -219,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn demo_has_three_shards_and_warns_about_sharded_tables() {
+    fn demo_has_three_shards_and_hash_sharded_tables() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo");
         let loaded = load(&root.join("pgdog.toml"), &root.join("users.toml"), &[]).unwrap();
         let pools = loaded.config.pools();
@@ -243,13 +251,50 @@ mod tests {
                 (2, "shard_2", "pgdog")
             ]
         );
-        let sharded: Vec<_> = loaded
-            .warnings
+        assert!(loaded.warnings.iter().all(|w| w.message != known::IGNORED));
+        let schema = &sharded.sharding;
+        assert_eq!(schema.shards, 3);
+        let tables: Vec<_> = schema
+            .tables
             .iter()
-            .filter(|w| w.key == "sharded_tables")
+            .map(|t| (t.name.as_deref(), t.column.as_str(), &t.mapping))
             .collect();
-        assert_eq!(sharded.len(), 1, "one warning per section key");
-        assert!(sharded[0].message.contains("not implemented by sleddog"));
+        assert_eq!(
+            tables,
+            [
+                (Some("users"), "id", &Mapping::Hash),
+                (Some("payments"), "user_id", &Mapping::Hash)
+            ]
+        );
+        assert_eq!(single.sharding.shards, 1);
+        assert!(single.sharding.tables.is_empty());
+    }
+
+    #[test]
+    fn sharded_example_shows_every_kind_of_sharding() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sharded");
+        let loaded = load(&root.join("pgdog.toml"), &root.join("users.toml"), &[]).unwrap();
+        assert!(loaded.warnings.iter().all(|w| w.message != known::IGNORED));
+        let pools = loaded.config.pools();
+        let schema = &pools[0].sharding;
+        assert_eq!(schema.shards, 3);
+        let kinds: Vec<_> = schema
+            .tables
+            .iter()
+            .map(|t| match &t.mapping {
+                Mapping::Hash => "hash",
+                Mapping::Map { list, .. } if !list.is_empty() => "list",
+                Mapping::Map { .. } => "range",
+            })
+            .collect();
+        assert_eq!(kinds, ["hash", "list", "range"]);
+        assert_eq!(schema.omnisharded.len(), 2);
+        assert_eq!(schema.schemas.len(), 2);
+        let users: Vec<_> = pools
+            .iter()
+            .map(|p| (p.user.as_str(), p.cross_shard_disabled))
+            .collect();
+        assert_eq!(users, [("shop", false), ("reports", false)]);
     }
 
     #[test]
@@ -312,7 +357,7 @@ mod tests {
 
     #[test]
     fn values_are_read() {
-        let config = "[general]\nhost = \"127.0.0.1\"\nport = 7432\nworkers = 3\ndefault_pool_size = 20\nmin_pool_size = 2\npooler_mode = \"session\"\nconnect_timeout = 1_000\ncheckout_timeout = 2_000\nidle_timeout = 3_000\nserver_lifetime = 4_000\nquery_timeout = 5_000\nclient_idle_timeout = 6_000\nshutdown_timeout = 7_000\nauth_type = \"md5\"\nmax_client_connections = 50\ndns_ttl = 8_000\nprepared_statements = \"full\"\nprepared_statements_limit = 100\nclient_idle_in_transaction_timeout = 9_000\nconnection_recovery = \"rollback_only\"\nclient_connection_recovery = \"recover\"\npub_sub_channel_size = 4096\nload_balancing_strategy = \"weighted_round_robin\"\nread_write_strategy = \"aggressive\"\nread_write_split = \"prefer_primary\"\nhealthcheck_interval = 11\nidle_healthcheck_interval = 12\nidle_healthcheck_delay = 13\nhealthcheck_timeout = 14\nban_timeout = 15\nban_replica_lag = 16\nban_replica_lag_bytes = 17\nlsn_check_interval = 18\nlsn_check_timeout = 19\nlsn_check_delay = 20\nquery_cache_limit = 21\n";
+        let config = "[general]\nhost = \"127.0.0.1\"\nport = 7432\nworkers = 3\ndefault_pool_size = 20\nmin_pool_size = 2\npooler_mode = \"session\"\nconnect_timeout = 1_000\ncheckout_timeout = 2_000\nidle_timeout = 3_000\nserver_lifetime = 4_000\nquery_timeout = 5_000\nclient_idle_timeout = 6_000\nshutdown_timeout = 7_000\nauth_type = \"md5\"\nmax_client_connections = 50\ndns_ttl = 8_000\nprepared_statements = \"full\"\nprepared_statements_limit = 100\nclient_idle_in_transaction_timeout = 9_000\nconnection_recovery = \"rollback_only\"\nclient_connection_recovery = \"recover\"\npub_sub_channel_size = 4096\nload_balancing_strategy = \"weighted_round_robin\"\nread_write_strategy = \"aggressive\"\nread_write_split = \"prefer_primary\"\nhealthcheck_interval = 11\nidle_healthcheck_interval = 12\nidle_healthcheck_delay = 13\nhealthcheck_timeout = 14\nban_timeout = 15\nban_replica_lag = 16\nban_replica_lag_bytes = 17\nlsn_check_interval = 18\nlsn_check_timeout = 19\nlsn_check_delay = 20\nquery_cache_limit = 21\ncross_shard_disabled = true\nomnisharded_sticky = true\n";
         let general = ok(config, "").config.general;
         assert_eq!(
             general,
@@ -353,6 +398,8 @@ mod tests {
                 lsn_check_timeout_ms: 19,
                 lsn_check_delay_ms: Some(20),
                 query_cache_limit: 21,
+                cross_shard_disabled: true,
+                omnisharded_sticky: true,
             }
         );
     }
@@ -974,5 +1021,9 @@ statement_timeout = 10_000
         assert_eq!(pools[1].servers.len(), 2);
         assert_eq!(loaded.config.general.query_timeout_ms, Some(1_000));
         assert!(loaded.warnings.len() > 10);
+        let sharded = &pools[1].sharding;
+        assert_eq!(sharded.shards, 2);
+        assert_eq!(sharded.tables[0].column, "customer_id");
+        assert_eq!(sharded.omnisharded, ["countries"]);
     }
 }

@@ -4,6 +4,11 @@
 //! applies PgDog's override order (users.toml > [[databases]] > [general]).
 //! Values here are already validated; this file must not parse or reject.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use shards::ShardingSchema;
+
 /// How long a client keeps a server connection.
 /// Source: pgdog-config/src/pooling.rs (`PoolerMode`, snake_case in TOML).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -260,6 +265,12 @@ pub struct General {
     pub lsn_check_delay_ms: Option<u64>,
     /// Statements kept per core in the query parse cache.
     pub query_cache_limit: usize,
+    /// Refuse queries that would go to more than one shard (PgDog's
+    /// `cross_shard_disabled`, default false); users.toml may override it.
+    pub cross_shard_disabled: bool,
+    /// Keep a client's omnisharded reads on one shard for its whole
+    /// connection instead of spreading them (default false).
+    pub omnisharded_sticky: bool,
 }
 
 /// PgDog's defaults (pgdog-config/src/general.rs), except `workers`.
@@ -331,6 +342,8 @@ impl Default for General {
             lsn_check_timeout_ms: DEFAULT_LSN_CHECK_TIMEOUT_MS,
             lsn_check_delay_ms: None,
             query_cache_limit: DEFAULT_QUERY_CACHE_LIMIT,
+            cross_shard_disabled: false,
+            omnisharded_sticky: false,
         }
     }
 }
@@ -401,6 +414,8 @@ pub struct User {
     pub pool_size: Option<usize>,
     pub min_pool_size: Option<usize>,
     pub pooler_mode: Option<PoolerMode>,
+    /// Overrides `[general] cross_shard_disabled` for this user.
+    pub cross_shard_disabled: Option<bool>,
 }
 
 impl User {
@@ -416,6 +431,7 @@ impl User {
             pool_size: None,
             min_pool_size: None,
             pooler_mode: None,
+            cross_shard_disabled: None,
         }
     }
 }
@@ -429,16 +445,20 @@ pub struct Admin {
 }
 
 /// The validated snapshot of both files (and `--database_url`s).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub general: General,
     pub databases: Vec<Database>,
     pub users: Vec<User>,
     pub admin: Admin,
+    /// Each cluster's shard map, by cluster name: its shard count and the
+    /// `[[sharded_tables]]`, mappings, `[[omnisharded_tables]]` and
+    /// `[[sharded_schemas]]` that name it.
+    pub sharding: HashMap<String, Arc<ShardingSchema>>,
 }
 
 /// One pool per (cluster, user): what a core needs to serve that login.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolSpec {
     pub database: String,
     pub user: String,
@@ -447,6 +467,12 @@ pub struct PoolSpec {
     pub pooler_mode: PoolerMode,
     /// Every `[[databases]]` entry of the cluster, in file order.
     pub servers: Vec<ServerSpec>,
+    /// The cluster's shard map; `shards` is max `shard` + 1 of `servers`.
+    pub sharding: Arc<ShardingSchema>,
+    /// users.toml `cross_shard_disabled` > `[general]`.
+    pub cross_shard_disabled: bool,
+    /// `[general] omnisharded_sticky`.
+    pub omnisharded_sticky: bool,
 }
 
 /// How to reach and log into one server for one pool.
@@ -502,6 +528,11 @@ impl Config {
                         .iter()
                         .map(|database| server_spec(database, user))
                         .collect(),
+                    sharding: self.sharding_of(cluster, &entries),
+                    cross_shard_disabled: user
+                        .cross_shard_disabled
+                        .unwrap_or(self.general.cross_shard_disabled),
+                    omnisharded_sticky: self.general.omnisharded_sticky,
                 });
             }
         }
@@ -511,6 +542,19 @@ impl Config {
     /// The users.toml entry for `name`, if any.
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|user| user.name == name)
+    }
+
+    /// The cluster's shard map; a `Config` built by hand without one gets
+    /// the shard count of its entries and no sharding rules.
+    fn sharding_of(&self, cluster: &str, entries: &[&Database]) -> Arc<ShardingSchema> {
+        if let Some(schema) = self.sharding.get(cluster) {
+            return Arc::clone(schema);
+        }
+        let top = entries.iter().map(|d| d.shard).max().unwrap_or(0);
+        Arc::new(ShardingSchema {
+            shards: top.saturating_add(1),
+            ..ShardingSchema::default()
+        })
     }
 }
 
@@ -568,6 +612,7 @@ mod tests {
                 user: "admin".into(),
                 password: "x".into(),
             },
+            sharding: HashMap::new(),
         }
     }
 
@@ -641,6 +686,20 @@ mod tests {
             [("alice", "a", 2), ("alice", "b", 1), ("bob", "b", 1)]
         );
         assert_eq!(pools[0].servers[1].shard, 1);
+        assert_eq!(pools[0].sharding.shards, 2);
+        assert_eq!(pools[1].sharding.shards, 1);
+    }
+
+    #[test]
+    fn cross_shard_disabled_follows_user_then_general() {
+        let mut cfg = config(vec![database("a", 0)], vec![user("alice", &["a"])]);
+        assert!(!cfg.pools()[0].cross_shard_disabled);
+        cfg.general.cross_shard_disabled = true;
+        cfg.general.omnisharded_sticky = true;
+        assert!(cfg.pools()[0].cross_shard_disabled);
+        assert!(cfg.pools()[0].omnisharded_sticky);
+        cfg.users[0].cross_shard_disabled = Some(false);
+        assert!(!cfg.pools()[0].cross_shard_disabled);
     }
 
     #[test]

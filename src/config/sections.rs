@@ -14,6 +14,7 @@ use super::model::{
 };
 use super::raw::{Entry, Kind, Node, RawTable};
 use super::read::{self, path, Ctx};
+use super::sharding::{self, ShardingSections};
 
 /// Lines of the keys an entry set, so cross-entry checks can point at them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -85,6 +86,7 @@ pub(crate) struct PgdogFile {
     pub general_lines: KeyLines,
     pub databases: Vec<ParsedDatabase>,
     pub admin: Option<ParsedAdmin>,
+    pub sharding: ShardingSections,
 }
 
 /// Everything users.toml says that sleddog uses.
@@ -105,6 +107,19 @@ pub(crate) fn read_pgdog_file(ctx: &mut Ctx<'_>, root: &RawTable) -> PgdogFile {
             }
             "databases" => file.databases = read_databases(ctx, &entry.value),
             "admin" => file.admin = read_admin(ctx, &entry.value),
+            "sharded_tables" => {
+                sharding::read_sharded_tables(ctx, &entry.value, &mut file.sharding)
+            }
+            // Both spellings appear in PgDog's docs and configs.
+            "sharded_mapping" | "sharded_mappings" => {
+                sharding::read_mappings(ctx, &entry.key, &entry.value, &mut file.sharding)
+            }
+            "omnisharded_tables" => {
+                sharding::read_omnisharded(ctx, &entry.value, &mut file.sharding)
+            }
+            "sharded_schemas" => {
+                sharding::read_sharded_schemas(ctx, &entry.value, &mut file.sharding)
+            }
             _ => ctx.unhandled(Scope::Section, &entry.key, entry),
         }
     }
@@ -135,7 +150,11 @@ fn expect_table<'n>(ctx: &mut Ctx<'_>, key: &str, node: &'n Node) -> Option<&'n 
 }
 
 /// `[[x]]` (or `x = [{...}]`): the tables, each with its index.
-fn table_array<'n>(ctx: &mut Ctx<'_>, key: &str, node: &'n Node) -> Vec<(usize, &'n RawTable)> {
+pub(crate) fn table_array<'n>(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    node: &'n Node,
+) -> Vec<(usize, &'n RawTable)> {
     let Kind::Array(elements) = &node.kind else {
         let found = node.kind.type_name();
         ctx.error(
@@ -327,6 +346,14 @@ fn general_value(
         "pub_sub_channel_size" => set(
             &mut general.pub_sub_channel_size,
             read::count(ctx, &key, node),
+        ),
+        "cross_shard_disabled" => set(
+            &mut general.cross_shard_disabled,
+            read::boolean(ctx, &key, node),
+        ),
+        "omnisharded_sticky" => set(
+            &mut general.omnisharded_sticky,
+            read::boolean(ctx, &key, node),
         ),
         _ => return balance_value(ctx, general, entry),
     }
@@ -532,6 +559,7 @@ fn read_user(ctx: &mut Ctx<'_>, prefix: &str, table: &RawTable) -> Option<Parsed
             "server_password" => user.server_password = read::string(ctx, &key, node),
             "pool_size" => user.pool_size = read::pool_size(ctx, &key, node),
             "min_pool_size" => user.min_pool_size = read::count(ctx, &key, node),
+            "cross_shard_disabled" => user.cross_shard_disabled = read::boolean(ctx, &key, node),
             "pooler_mode" => {
                 user.pooler_mode =
                     read::choice(ctx, &key, node, POOLER_MODES, POOLER_MODES_UNSUPPORTED)

@@ -4,7 +4,7 @@
 //! per (cluster, shard), users naming existing clusters, one entry per user
 //! name, min_pool_size ≤ pool_size after PgDog's overrides, the `[admin]`
 //! precedence (users.toml replaces pgdog.toml's whole section) and the
-//! `--database_url` replacement. It must not read TOML; sections.rs did.
+//! `--database_url` replacement; shard maps are shard_map.rs's. It must not read TOML; sections.rs did.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,6 +12,7 @@ use std::path::Path;
 use super::diagnostic::Diagnostics;
 use super::model::{Admin, AuthType, Config, General, Role, User};
 use super::sections::{KeyLines, ParsedAdmin, ParsedDatabase, ParsedUser, PgdogFile, UsersFile};
+use super::shard_map;
 
 /// Databases and users from `--database_url`, which replace both files'.
 pub(crate) struct FromUrls {
@@ -58,12 +59,14 @@ pub(crate) fn assemble(
         &users,
     );
     check_passwords(diagnostics, pgdog.general.auth_type, &users);
+    let sharding = shard_map::build(diagnostics, &databases, pgdog.sharding);
     let admin = admin(diagnostics, files, pgdog.admin, users_file.admin);
     Config {
         general: pgdog.general,
         databases: databases.into_iter().map(|d| d.database).collect(),
         users: users.into_iter().map(|u| u.user).collect(),
         admin,
+        sharding,
     }
 }
 
@@ -247,6 +250,7 @@ fn same_settings(a: &User, b: &User) -> bool {
         && a.pool_size == b.pool_size
         && a.min_pool_size == b.min_pool_size
         && a.pooler_mode == b.pooler_mode
+        && a.cross_shard_disabled == b.cross_shard_disabled
 }
 
 /// One `User` per name. PgDog keys users by (name, database), so the same

@@ -3,7 +3,8 @@
 //! Built once per (re)load on the control thread, where the expensive and
 //! blocking work happens: PBKDF2 for every plaintext password (so cores never
 //! derive SCRAM secrets on the login path) and DNS for every server host (so
-//! cores never call getaddrinfo). Cores only read it.
+//! cores never call getaddrinfo). Cores only read it. Each pool's shard map
+//! and cross-shard settings ride in its `PoolSpec`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -339,6 +340,21 @@ mod tests {
         assert_eq!(defaults.health.ban_replica_lag, None);
         assert_eq!(defaults.health.lsn_check_delay, None);
         assert_eq!(defaults.query_cache_limit, 1_000);
+    }
+
+    #[test]
+    fn pools_carry_the_shard_map_and_cross_shard_settings() {
+        let text = "[general]\ncross_shard_disabled = true\nomnisharded_sticky = true\n[[databases]]\nname = \"app\"\nhost = \"127.0.0.1\"\n[[databases]]\nname = \"app\"\nhost = \"127.0.0.1\"\nshard = 1\n[[sharded_tables]]\ndatabase = \"app\"\ncolumn = \"id\"\n";
+        let users = "[[users]]\nname = \"alice\"\npassword = \"pw\"\ndatabase = \"app\"\n";
+        let config = config::parse(text, Path::new("p"), users, Path::new("u"), &[])
+            .unwrap()
+            .config;
+        let snapshot = Snapshot::build_with_addrs(&config, Epoch(1), ServerAddrs::default());
+        let pool = &snapshot.pools[&("app".to_string(), "alice".to_string())];
+        assert_eq!(pool.sharding.shards, 2);
+        assert_eq!(pool.sharding.tables[0].column, "id");
+        assert!(pool.cross_shard_disabled);
+        assert!(pool.omnisharded_sticky);
     }
 
     #[test]
