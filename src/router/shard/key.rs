@@ -12,7 +12,6 @@
 use shards::{Format, ShardId};
 
 use super::super::lex::token_at;
-use super::compat::TableShard;
 use super::{unsupported, ResolveInput, RouteError};
 
 /// Where a key value is in the statement text.

@@ -31,7 +31,6 @@
 //! It must not hold session state, look at servers, or plan cross-shard
 //! merges (`fanout` does; see [`ShardPlan::select`]).
 
-mod compat;
 mod key;
 mod setting;
 mod walk;
@@ -47,7 +46,6 @@ use super::classified::TextSpan;
 use super::lex::scan;
 use super::tree::classify_tree;
 use crate::fanout::Unsupported;
-use compat::TableShard;
 use key::{KeyExpr, Set};
 use setting::{search_path_shard, SettingPlan, SEARCH_PATH_DEFAULT};
 use walk::{Facts, KeyChange, Walker};

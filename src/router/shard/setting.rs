@@ -13,7 +13,6 @@ use pg_query::NodeEnum;
 use shards::{ShardId, ShardingSchema};
 
 use super::super::lex::token_at;
-use super::compat::SchemaLookup;
 use super::key::constant;
 
 /// A routing setting a `SET` statement changes.

@@ -1,7 +1,6 @@
 //! Plan-and-resolve tests over a small shard map. Expected shards are
 //! computed through `ShardedTable::shard`, so they hold for any hash.
 
-use super::compat::TableShard;
 use super::*;
 use shards::{MapValue, ShardedSchema};
 

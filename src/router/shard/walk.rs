@@ -16,7 +16,6 @@ use pg_query::protobuf::{
 use pg_query::{NodeEnum, NodeRef};
 use shards::{ShardId, ShardedTable, ShardingSchema};
 
-use super::compat::SchemaLookup;
 use super::key::{and, or, KeyExpr, Leaf, Value};
 use crate::fanout::Unsupported;
 
