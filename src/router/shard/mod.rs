@@ -442,32 +442,24 @@ impl ShardPlan {
     /// hash when no candidate has that type.
     fn key_target(&self, key: &str, input: &ResolveInput<'_>) -> Result<Target, RouteError> {
         let tables = &input.schema.tables;
-        let from_statement = self
+        let named = self
             .rules
             .iter()
             .filter_map(|&rule| tables.get(usize::from(rule)));
-        let mut candidates: Box<dyn Iterator<Item = &ShardedTable>> = if self.rules.is_empty() {
-            Box::new(tables.iter())
+        let every = tables.iter().take(if self.rules.is_empty() {
+            tables.len()
         } else {
-            Box::new(from_statement)
-        };
-        let first = candidates.next();
+            0
+        });
+        let candidates = || named.clone().chain(every.clone());
+        let first = candidates().next();
         let one_type =
-            first.is_some_and(|first| candidates.all(|other| other.data_type == first.data_type));
+            first.is_some_and(|first| candidates().all(|rule| rule.data_type == first.data_type));
         let integer = key.trim().parse::<i64>().is_ok();
         let chosen = if one_type {
             first
         } else {
-            let all: Vec<&ShardedTable> = if self.rules.is_empty() {
-                tables.iter().collect()
-            } else {
-                self.rules
-                    .iter()
-                    .filter_map(|&rule| tables.get(usize::from(rule)))
-                    .collect()
-            };
-            all.into_iter()
-                .find(|rule| is_integer_type(rule.data_type) == integer)
+            candidates().find(|rule| is_integer_type(rule.data_type) == integer)
         };
         let fallback;
         let rule = match chosen {
