@@ -573,3 +573,85 @@ fn list_and_range_match_postgres() {
         ],
     );
 }
+
+/// Our text parser accepts exactly what the server's input functions accept,
+/// for edge-case spellings (each literal is cast on the server on its own).
+#[test]
+fn text_parsing_agrees_with_postgres() {
+    let pg = server();
+    let cases: &[(&str, DataType, &[&str])] = &[
+        (
+            "bigint",
+            DataType::BigInt,
+            &[
+                "0",
+                " 1 ",
+                "+1",
+                "-0",
+                "\t\n12\r",
+                "",
+                " ",
+                "+",
+                "-",
+                "1 2",
+                "1_000",
+                "0x10",
+                "1.0",
+                "1e3",
+                "- 1",
+                "++1",
+                "9223372036854775807",
+                "9223372036854775808",
+                "-9223372036854775808",
+                "-9223372036854775809",
+                "00000000000000000000000001",
+            ],
+        ),
+        (
+            "smallint",
+            DataType::SmallInt,
+            &["32767", "32768", "-32768", "-32769", " +007 "],
+        ),
+        (
+            "integer",
+            DataType::Integer,
+            &["2147483647", "2147483648", "-2147483648", "-2147483649"],
+        ),
+        (
+            "uuid",
+            DataType::Uuid,
+            &[
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+                "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+                "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+                "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+                "a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11",
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11-",
+                "a0eeb-c99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11",
+                "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+                " a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 ",
+                "g0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+                "",
+            ],
+        ),
+    ];
+    for (sql_type, data_type, literals) in cases {
+        for literal in *literals {
+            let server = pg
+                .try_psql(DB, &format!("SELECT {}::{sql_type}::text;", quote(literal)))
+                .map(|text| Key::parse(*data_type, Format::Text, text.as_bytes()).unwrap());
+            let ours = Key::parse(*data_type, Format::Text, literal.as_bytes());
+            assert_eq!(
+                ours.ok(),
+                server.ok(),
+                "{sql_type} literal {literal:?}: ours vs server"
+            );
+        }
+    }
+}

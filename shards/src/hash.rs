@@ -182,6 +182,44 @@ pub const NULL_ROW_HASH: u64 = 0;
 mod tests {
     use super::*;
 
+    /// Values returned by PostgreSQL 15 (x86-64) for `hashint8extended`,
+    /// `hashtextextended` and `uuid_hash_extended`, printed as bigint.
+    #[test]
+    fn golden_values_from_postgres() {
+        let s = HASH_PARTITION_SEED;
+        let cases: [(u64, i64); 11] = [
+            (hash_int_extended(0, s), -4403592609991167795),
+            (hash_int_extended(1, s), 5968994663651403477),
+            (hash_int_extended(-1, s), -5017072347659237694),
+            (hash_int_extended(i64::MAX, s), 4938542303000433043),
+            (hash_text_extended(b"", s), -5700645584453517373),
+            (hash_text_extended(b"a", s), -6705225459120232837),
+            (hash_text_extended(b"hello world!", s), -1886269529411655687),
+            (
+                hash_text_extended("żółw".as_bytes(), s),
+                -3567900027931110888,
+            ),
+            (
+                hash_text_extended(b"abcdefghijklmnopqrstuvwxyz", 0),
+                -6612928417832572997,
+            ),
+            (hash_uuid_extended(&[0; 16], s), -5281082146396728638),
+            (
+                hash_uuid_extended(
+                    &[
+                        0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9,
+                        0xbd, 0x38, 0x0a, 0x11,
+                    ],
+                    s,
+                ),
+                424513190990560493,
+            ),
+        ];
+        for (i, (ours, postgres)) in cases.iter().enumerate() {
+            assert_eq!(*ours, *postgres as u64, "case {i}");
+        }
+    }
+
     #[test]
     fn int_widths_hash_alike() {
         for v in [

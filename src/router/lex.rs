@@ -293,6 +293,28 @@ pub(crate) fn first_word(sql: &str) -> Option<&str> {
     }
 }
 
+/// The token at byte `at` of `sql` (white space and comments before it
+/// skipped), as `start..end`. For a parse tree's `location`, which points at
+/// a token's first byte: the sharding router reads key values from the text
+/// of each request this way, so one plan serves every text of the same shape.
+pub(super) fn token_at(sql: &str, at: usize) -> Option<(usize, usize)> {
+    let text = sql.as_bytes();
+    if at > text.len() {
+        return None;
+    }
+    let mut lexer = Lexer {
+        text,
+        at,
+        token_start: at,
+    };
+    loop {
+        match lexer.next_token()? {
+            Token::Comment { .. } => continue,
+            _ => return Some((lexer.token_start, lexer.at)),
+        }
+    }
+}
+
 /// Scans `sql` once. Never fails: malformed text yields what was seen.
 pub(crate) fn scan(sql: &str) -> Scan {
     let text = sql.as_bytes();

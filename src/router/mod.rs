@@ -24,6 +24,8 @@ mod hints;
 mod lex;
 mod tree;
 
+pub mod shard;
+
 pub use cache::{
     QueryCache, QueryCacheStats, QUERY_CACHE_LIMIT_DEFAULT, QUERY_CACHE_STATEMENT_BYTES_MAX,
 };
