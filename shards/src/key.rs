@@ -14,7 +14,10 @@ pub enum Key {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyError {
     /// The bytes are not a value of the key's type.
-    Invalid { data_type: &'static str, reason: String },
+    Invalid {
+        data_type: &'static str,
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for KeyError {

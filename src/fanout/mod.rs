@@ -8,6 +8,9 @@
 //! - `merge`: the sans-IO merger: RowDescriptions and DataRows in, the
 //!   client's RowDescription and DataRows out.
 
+pub mod aggregate;
+pub mod datum;
+pub mod numeric;
 pub mod plan;
 
 /// A cross-shard query sleddog cannot answer correctly. Sent to the client as
