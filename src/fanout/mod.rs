@@ -10,6 +10,7 @@
 
 pub mod aggregate;
 pub mod datum;
+pub mod merge;
 pub mod numeric;
 pub mod plan;
 
