@@ -1079,10 +1079,201 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic() {
+        let fields = [field("g", TEXT), field("n", INT8), field("k", INT4)];
+        let mut p = grouped(vec![0], vec![aggregate(1, AggKind::Sum)]);
+        p.order_by = vec![asc(2)];
+        let good = row(&[Some("a"), Some("1"), Some("2")]);
+        let mut seed = 11;
+        for _ in 0..2000 {
+            let mut merge = Merge::new(Rc::new(p.clone()), &[], &[]).unwrap();
+            let mut body = description(&fields);
+            if lcg(&mut seed) % 4 == 0 {
+                let at = lcg(&mut seed) as usize % body.len();
+                body[at] = lcg(&mut seed) as u8;
+                body.truncate(lcg(&mut seed) as usize % (body.len() + 1));
+            }
+            let _ = merge.row_description(0, &body);
+            let mut body = good.clone();
+            for _ in 0..(lcg(&mut seed) % 3) {
+                let at = lcg(&mut seed) as usize % body.len();
+                body[at] = lcg(&mut seed) as u8;
+            }
+            body.truncate(lcg(&mut seed) as usize % (body.len() + 2));
+            let _ = merge.data_row(0, &body);
+            let _ = merge.finish(&mut BytesMut::new());
+        }
+    }
+
+    #[test]
+    fn numeric_group_keys_compare_by_value() {
+        // 1.0 and 1.00 are one group; its key is printed as first seen.
+        let fields = [field("g", 1700), field("count", INT8)];
+        let p = grouped(vec![0], vec![aggregate(1, AggKind::Count)]);
+        let out = run(
+            p,
+            &fields,
+            &[
+                vec![vec![Some("1.0"), Some("1")], vec![Some("2"), Some("1")]],
+                vec![vec![Some("1.00"), Some("2")], vec![None, Some("4")]],
+            ],
+        );
+        assert_eq!(
+            out,
+            vec![
+                vec![s("1.0"), s("3")],
+                vec![s("2"), s("1")],
+                vec![None, s("4")]
+            ]
+        );
+    }
+
+    #[test]
+    fn distinct_floats_by_value() {
+        // -0 = 0 and NaN = NaN in Postgres's float comparison.
+        let fields = [field("f", 701)];
+        let mut p = plan();
+        p.distinct = true;
+        let out = run(
+            p,
+            &fields,
+            &[vec![
+                vec![Some("0")],
+                vec![Some("-0")],
+                vec![Some("NaN")],
+                vec![Some("NaN")],
+                vec![Some("1.5")],
+            ]],
+        );
+        assert_eq!(out, vec![vec![s("0")], vec![s("NaN")], vec![s("1.5")]]);
+    }
+
+    #[test]
     fn client_description_before_any_shard_is_empty() {
         let merge = Merge::new(Rc::new(plan()), &[], &[]).unwrap();
         let mut out = BytesMut::new();
         merge.client_row_description(&mut out);
         assert_eq!(&out[..], &[b'T', 0, 0, 0, 6, 0, 0]);
+    }
+}
+
+/// Rough timings of the two shapes the bench measures; run with
+/// `cargo test --lib fanout::merge::perf -- --ignored --nocapture`.
+#[cfg(test)]
+mod perf {
+    use std::time::Instant;
+
+    use bytes::BufMut;
+
+    use super::*;
+    use crate::fanout::plan::{AggKind, AggregateColumn, AggregatePlan, SortKey};
+
+    fn description(fields: &[(&str, u32)]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        out.put_i16(fields.len() as i16);
+        for (name, oid) in fields {
+            out.put_slice(name.as_bytes());
+            out.put_u8(0);
+            out.put_i32(0);
+            out.put_i16(0);
+            out.put_i32(*oid as i32);
+            out.put_i16(-1);
+            out.put_i32(-1);
+            out.put_i16(0);
+        }
+        out.to_vec()
+    }
+
+    fn rows(count: usize, make: impl Fn(usize) -> Vec<String>) -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|i| {
+                let mut out = BytesMut::new();
+                let values = make(i);
+                out.put_i16(values.len() as i16);
+                for v in values {
+                    out.put_i32(v.len() as i32);
+                    out.put_slice(v.as_bytes());
+                }
+                out.to_vec()
+            })
+            .collect()
+    }
+
+    fn time(name: &str, plan: MergePlan, fields: &[(&str, u32)], rows: &[Vec<u8>]) {
+        let start = Instant::now();
+        let mut merge = Merge::new(Rc::new(plan), &[], &[]).unwrap();
+        for shard in 0..4 {
+            merge.row_description(shard, &description(fields)).unwrap();
+        }
+        for (i, row) in rows.iter().enumerate() {
+            merge.data_row(i % 4, row).unwrap();
+        }
+        let mut out = BytesMut::new();
+        let count = merge.finish(&mut out).unwrap();
+        tracing::info!(name, count, elapsed = ?start.elapsed());
+        eprintln!("{name}: {count} rows out in {:?}", start.elapsed());
+    }
+
+    #[test]
+    #[ignore]
+    fn perf_order() {
+        let fields = [("id", 20), ("name", 25), ("score", 23)];
+        let data = rows(1_000_000, |i| {
+            vec![
+                i.to_string(),
+                format!("user{i}"),
+                ((i * 7919) % 1_000_003).to_string(),
+            ]
+        });
+        let mut plan = MergePlan {
+            visible: usize::MAX,
+            aggregate: None,
+            distinct: false,
+            order_by: vec![SortKey {
+                column: 2,
+                descending: true,
+                nulls_first: true,
+            }],
+            offset: None,
+            limit: Some(Count::Literal(100)),
+        };
+        time("order by int limit 100", plan.clone(), &fields, &data);
+        plan.order_by[0].column = 1;
+        time("order by text limit 100", plan.clone(), &fields, &data);
+        plan.limit = None;
+        plan.order_by[0].column = 2;
+        time("order by int, no limit", plan.clone(), &fields, &data);
+    }
+
+    #[test]
+    #[ignore]
+    fn perf_group() {
+        let mut plan = MergePlan {
+            visible: usize::MAX,
+            aggregate: None,
+            distinct: false,
+            order_by: vec![],
+            offset: None,
+            limit: None,
+        };
+        let fields = [("g", 20), ("count", 20), ("sum", 20)];
+        let data = rows(1_000_000, |i| {
+            vec![
+                (i % 1000).to_string(),
+                "3".to_string(),
+                (i % 97).to_string(),
+            ]
+        });
+        let aggregate = |column, kind| AggregateColumn {
+            column,
+            kind,
+            partials: vec![],
+        };
+        plan.aggregate = Some(AggregatePlan {
+            group_by: vec![0],
+            aggregates: vec![aggregate(1, AggKind::Count), aggregate(2, AggKind::Sum)],
+            having: None,
+        });
+        time("group by 1000 groups", plan, &fields, &data);
     }
 }

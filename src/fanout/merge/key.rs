@@ -9,28 +9,18 @@ use crate::fanout::datum::{self, ColumnType, Datum};
 
 /// Whether two values of this type are equal exactly when their encodings
 /// (text or binary) are. Not numeric ('1.0' = '1.00'), not floats ('-0' =
-/// '0'), not interval ('1 day' = '24 hours'), not json/jsonb; text types are
-/// listed on the assumption of deterministic collations.
+/// '0'), not interval ('1 day' = '24 hours'), not json/jsonb, not
+/// timestamptz in text (printed in each shard session's TimeZone); text
+/// types are listed on the assumption of deterministic collations.
 pub(super) fn bytes_decide_equality(ty: ColumnType) -> bool {
-    matches!(
-        ty.oid,
-        16    // bool
-        | 17  // bytea
-        | 18  // "char"
-        | 19  // name
-        | 20  // int8
-        | 21  // int2
-        | 23  // int4
-        | 25  // text
-        | 26  // oid
-        | 1042 // bpchar: one typmod per column, so one padding
-        | 1043 // varchar
-        | 1082 // date
-        | 1083 // time
-        | 1114 // timestamp
-        | 1184 // timestamptz: every shard session shares the client's TimeZone
-        | 2950 // uuid
-    )
+    // bool, bytea, "char", name, int8, int2, int4, text, oid, bpchar (one
+    // typmod per column, so one padding), varchar, date, time, timestamp,
+    // uuid.
+    const BYTE_EQUAL_OIDS: [u32; 15] = [
+        16, 17, 18, 19, 20, 21, 23, 25, 26, 1042, 1043, 1082, 1083, 1114, 2950,
+    ];
+    const TIMESTAMPTZ_OID: u32 = 1184;
+    BYTE_EQUAL_OIDS.contains(&ty.oid) || (ty.oid == TIMESTAMPTZ_OID && ty.binary)
 }
 
 /// Orders two values of one column, NULL equal to NULL and before any value
@@ -74,3 +64,29 @@ impl PartialEq for DatumKey {
 }
 
 impl Eq for DatumKey {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_equality_only_where_encodings_are_canonical() {
+        let text = |oid| ColumnType { oid, binary: false };
+        let binary = |oid| ColumnType { oid, binary: true };
+        assert!(bytes_decide_equality(text(23)));
+        assert!(bytes_decide_equality(binary(25)));
+        assert!(bytes_decide_equality(binary(1184)));
+        for oid in [1700, 700, 701, 1186, 114, 3802, 1184] {
+            assert!(!bytes_decide_equality(text(oid)), "{oid}");
+        }
+    }
+
+    #[test]
+    fn datum_keys_group_nulls_together() {
+        let a = DatumKey(vec![Datum::Null, Datum::Int(1)]);
+        let b = DatumKey(vec![Datum::Null, Datum::Int(1)]);
+        let c = DatumKey(vec![Datum::Int(0), Datum::Int(1)]);
+        assert_eq!(a, b);
+        assert!(a < c);
+    }
+}
