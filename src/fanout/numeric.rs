@@ -528,7 +528,7 @@ impl Decimal {
             out.push('0');
             if scale > 0 {
                 out.push('.');
-                out.extend(std::iter::repeat('0').take(scale - digits.len()));
+                out.extend(std::iter::repeat_n('0', scale - digits.len()));
                 out.push_str(&digits);
             }
         }
@@ -548,12 +548,11 @@ impl Decimal {
         let frac_len = scale;
         let lead_pad = (4 - int_len % 4) % 4 + scale.saturating_sub(text.len());
         let trail_pad = (4 - frac_len % 4) % 4;
-        let padded: Vec<u8> = std::iter::repeat(0)
-            .take(lead_pad)
+        let padded: Vec<u8> = std::iter::repeat_n(0, lead_pad)
             .chain(text.bytes().map(|b| b - b'0'))
-            .chain(std::iter::repeat(0).take(trail_pad))
+            .chain(std::iter::repeat_n(0, trail_pad))
             .collect();
-        let int_groups = (int_len + 3) / 4;
+        let int_groups = int_len.div_ceil(4);
         let mut digits: Vec<u16> = padded
             .chunks(4)
             .map(|c| c.iter().fold(0u16, |acc, d| acc * 10 + u16::from(*d)))
@@ -814,7 +813,7 @@ impl BigUint {
         let small = 10u32.pow((exponent % LIMB_DIGITS) as u32);
         *self = self.mul_small(small);
         let zeros = exponent / LIMB_DIGITS;
-        self.limbs.splice(0..0, std::iter::repeat(0).take(zeros));
+        self.limbs.splice(0..0, std::iter::repeat_n(0, zeros));
     }
 
     fn div_rem_small(&self, divisor: u32) -> (BigUint, u32) {
@@ -858,7 +857,7 @@ impl BigUint {
             rem = rem.normalized();
             let (mut low, mut high) = (0u32, (LIMB_BASE - 1) as u32);
             while low < high {
-                let mid = low + (high - low + 1) / 2;
+                let mid = low + (high - low).div_ceil(2);
                 if divisor.mul_small(mid).cmp_magnitude(&rem) != Ordering::Greater {
                     low = mid;
                 } else {
@@ -880,7 +879,7 @@ impl BigUint {
         }
         // Start at 10^ceil(digits/2) ≥ sqrt(self).
         let mut x = BigUint::from_u64(1);
-        x.mul_pow10((self.decimal_len() + 1) / 2);
+        x.mul_pow10(self.decimal_len().div_ceil(2));
         loop {
             let (q, _) = self.div_rem(&x);
             let (next, _) = x.add(&q).div_rem_small(2);
