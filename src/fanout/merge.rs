@@ -59,11 +59,8 @@ impl MergeError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             MergeError::Mismatch { .. } | MergeError::Plan(_) => "XX000",
-            MergeError::Datum(DatumError::OutOfRange(_)) => "22003",
-            MergeError::Datum(DatumError::DivisionByZero) => "22012",
-            MergeError::Datum(DatumError::Unsupported { .. }) => "0A000",
-            MergeError::Datum(DatumError::Incompatible) | MergeError::Having(_) => "42804",
-            MergeError::Datum(DatumError::Invalid { .. }) => "22P02",
+            MergeError::Datum(error) => error.sqlstate(),
+            MergeError::Having(_) => "42804",
             MergeError::Protocol(_) => "08P01",
             MergeError::Param { .. } => "22023",
             MergeError::Negative { clause: "OFFSET" } => "2201X",
@@ -886,6 +883,43 @@ mod tests {
                 vec![None, s("5"), s("7")],
             ]
         );
+    }
+
+    #[test]
+    #[ignore = "needs sh-datum's AggState for Avg (its skeleton returns Unsupported)"]
+    fn avg_merges_from_its_partials() {
+        // SELECT g, avg(x) ... GROUP BY g, with hidden sum(x), count(x).
+        let fields = [
+            field("g", TEXT),
+            field("avg", 1700),
+            field("sum", INT8),
+            field("count", INT8),
+        ];
+        let mut p = grouped(
+            vec![0],
+            vec![AggregateColumn {
+                column: 1,
+                kind: AggKind::Avg,
+                partials: vec![2, 3],
+            }],
+        );
+        p.visible = 2;
+        let out = run(
+            p,
+            &fields,
+            &[
+                vec![vec![Some("a"), Some("2.5"), Some("10"), Some("4")]],
+                vec![
+                    vec![Some("a"), Some("2.5"), Some("5"), Some("2")],
+                    vec![Some("b"), None, None, Some("0")],
+                ],
+            ],
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].len(), 2);
+        let avg: f64 = out[0][1].as_deref().unwrap().parse().unwrap();
+        assert_eq!(avg, 2.5);
+        assert_eq!(out[1], vec![s("b"), None]);
     }
 
     #[test]
