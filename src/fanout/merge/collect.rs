@@ -231,14 +231,35 @@ impl Collector {
     }
 
     /// Entry indices in output order: sorted (stable by arrival), or
-    /// arrival order without ORDER BY.
-    fn sorted_order(&self) -> Vec<usize> {
+    /// arrival order without ORDER BY. Takes the sort keys.
+    fn sorted_order(&mut self) -> Vec<usize> {
+        if self.sort.len() == 1 {
+            return self.sorted_order_one_key();
+        }
         let mut order: Vec<usize> = (0..self.entries.len()).collect();
         if !self.sort.is_empty() {
             // `seq` breaks every tie, so an unstable sort is stable here.
             order.sort_unstable_by(|a, b| self.compare_entries(*a, *b));
         }
         order
+    }
+
+    /// The common single-key ORDER BY: the keys move next to their entry's
+    /// index and arrival, so the sort reads memory in order instead of
+    /// jumping to each entry's key.
+    fn sorted_order_one_key(&mut self) -> Vec<usize> {
+        let mut records: Vec<(Datum, u64, usize)> = std::mem::take(&mut self.keys)
+            .into_iter()
+            .zip(&self.entries)
+            .enumerate()
+            .map(|(index, (key, entry))| (key, entry.seq, index))
+            .collect();
+        let sort = &self.sort;
+        records.sort_unstable_by(|a, b| {
+            compare_keys(sort, std::slice::from_ref(&a.0), std::slice::from_ref(&b.0))
+                .then(a.1.cmp(&b.1))
+        });
+        records.into_iter().map(|(_, _, index)| index).collect()
     }
 
     /// Keeps the best `bound` entries (`bound > 0`), the worst of them last,
