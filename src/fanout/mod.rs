@@ -9,6 +9,10 @@
 //!   client's RowDescription and DataRows out.
 
 pub mod assemble;
+pub mod aggregate;
+pub mod datum;
+pub mod merge;
+pub mod numeric;
 pub mod plan;
 
 /// A cross-shard query sleddog cannot answer correctly. Sent to the client as
