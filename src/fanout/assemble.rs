@@ -20,10 +20,14 @@ use crate::protocol::{frame, write, DEFAULT_MAX_MESSAGE_LEN};
 /// statement prepared earlier, a Describe so the merge knows the columns).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    Parse { visible: bool },
+    Parse {
+        visible: bool,
+    },
     Bind,
     /// Describe of the portal; its RowDescription/NoData.
-    DescribePortal { visible: bool },
+    DescribePortal {
+        visible: bool,
+    },
     /// Describe of the statement; ParameterDescription then RowDescription/NoData.
     DescribeStatement,
     Execute,
@@ -357,7 +361,8 @@ fn describe<R: Rows>(each: &[&Answer<'_>], rows: &mut R) -> Result<bool, Assembl
     let mut described = false;
     for (shard, answer) in each.iter().enumerate() {
         if let Some(body) = find(answer, BackendKind::RowDescription) {
-            rows.description(shard, body).map_err(AssembleError::Merge)?;
+            rows.description(shard, body)
+                .map_err(AssembleError::Merge)?;
             described = true;
         }
     }
@@ -379,9 +384,9 @@ fn results<R: Rows>(
     for (shard, answer) in each.iter().enumerate() {
         for message in &answer.messages {
             match message.kind {
-                BackendKind::DataRow if use_rows => {
-                    rows.row(shard, message.body).map_err(AssembleError::Merge)?
-                }
+                BackendKind::DataRow if use_rows => rows
+                    .row(shard, message.body)
+                    .map_err(AssembleError::Merge)?,
                 BackendKind::DataRow => stream
                     .row(shard, message.body)
                     .map_err(AssembleError::Merge)?,
@@ -519,12 +524,18 @@ fn segments<'a>(answer: &Answer<'a>) -> Vec<Vec<Message<'a>>> {
 fn is_async(kind: BackendKind) -> bool {
     matches!(
         kind,
-        BackendKind::NoticeResponse | BackendKind::ParameterStatus | BackendKind::NotificationResponse
+        BackendKind::NoticeResponse
+            | BackendKind::ParameterStatus
+            | BackendKind::NotificationResponse
     )
 }
 
 fn find<'a>(answer: &Answer<'a>, kind: BackendKind) -> Option<&'a [u8]> {
-    answer.messages.iter().find(|m| m.kind == kind).map(|m| m.body)
+    answer
+        .messages
+        .iter()
+        .find(|m| m.kind == kind)
+        .map(|m| m.body)
 }
 
 fn cstr(body: &[u8]) -> String {
@@ -597,7 +608,11 @@ mod tests {
 
     fn simple_reply(table_oid: u32, values: &[&str], status: u8) -> BytesMut {
         let mut out = BytesMut::new();
-        msg(&mut out, BackendKind::RowDescription, &description(&["id"], table_oid));
+        msg(
+            &mut out,
+            BackendKind::RowDescription,
+            &description(&["id"], table_oid),
+        );
         for value in values {
             msg(&mut out, BackendKind::DataRow, &row(value));
         }
@@ -624,7 +639,14 @@ mod tests {
         use BackendKind::*;
         assert_eq!(
             kinds(&out),
-            [RowDescription, DataRow, DataRow, DataRow, CommandComplete, ReadyForQuery]
+            [
+                RowDescription,
+                DataRow,
+                DataRow,
+                DataRow,
+                CommandComplete,
+                ReadyForQuery
+            ]
         );
         let all = messages(&out).unwrap();
         assert_eq!(cstr(all[4].body), "SELECT 3");
@@ -634,7 +656,11 @@ mod tests {
     fn columns_that_differ_between_shards_are_an_error() {
         let a = simple_reply(100, &["1"], b'I');
         let mut b = BytesMut::new();
-        msg(&mut b, BackendKind::RowDescription, &description(&["other"], 100));
+        msg(
+            &mut b,
+            BackendKind::RowDescription,
+            &description(&["other"], 100),
+        );
         msg(&mut b, BackendKind::CommandComplete, b"SELECT 0\0");
         msg(&mut b, BackendKind::ReadyForQuery, b"I");
         let mut out = BytesMut::new();
@@ -650,12 +676,20 @@ mod tests {
         let mut ok = BytesMut::new();
         msg(&mut ok, BackendKind::ParseComplete, b"");
         msg(&mut ok, BackendKind::BindComplete, b"");
-        msg(&mut ok, BackendKind::RowDescription, &description(&["id"], 1));
+        msg(
+            &mut ok,
+            BackendKind::RowDescription,
+            &description(&["id"], 1),
+        );
         msg(&mut ok, BackendKind::CommandComplete, b"SELECT 0\0");
         msg(&mut ok, BackendKind::ReadyForQuery, b"T");
         let mut bad = BytesMut::new();
         msg(&mut bad, BackendKind::ParseComplete, b"");
-        msg(&mut bad, BackendKind::ErrorResponse, b"SERROR\0C42P01\0Mno\0\0");
+        msg(
+            &mut bad,
+            BackendKind::ErrorResponse,
+            b"SERROR\0C42P01\0Mno\0\0",
+        );
         msg(&mut bad, BackendKind::ReadyForQuery, b"E");
         let ops = [
             Op::Parse { visible: true },
@@ -676,7 +710,11 @@ mod tests {
         let reply = |values: &[&str]| {
             let mut out = BytesMut::new();
             msg(&mut out, BackendKind::BindComplete, b"");
-            msg(&mut out, BackendKind::RowDescription, &description(&["id"], 7));
+            msg(
+                &mut out,
+                BackendKind::RowDescription,
+                &description(&["id"], 7),
+            );
             for value in values {
                 msg(&mut out, BackendKind::DataRow, &row(value));
             }
@@ -696,7 +734,13 @@ mod tests {
         use BackendKind::*;
         assert_eq!(
             kinds(&out),
-            [BindComplete, DataRow, DataRow, CommandComplete, ReadyForQuery]
+            [
+                BindComplete,
+                DataRow,
+                DataRow,
+                CommandComplete,
+                ReadyForQuery
+            ]
         );
     }
 

@@ -8,8 +8,8 @@
 //! - `merge`: the sans-IO merger: RowDescriptions and DataRows in, the
 //!   client's RowDescription and DataRows out.
 
-pub mod assemble;
 pub mod aggregate;
+pub mod assemble;
 pub mod datum;
 pub mod merge;
 pub mod numeric;

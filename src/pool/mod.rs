@@ -15,7 +15,10 @@ pub mod server_pool;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use shards::ShardingSchema;
 
 use balance::{Balancer, BanOutcome, BanReason, Bans, Intent, Target, TargetId, TargetRole};
 
@@ -26,6 +29,7 @@ use crate::config::{PoolerMode, Role};
 use crate::control::health::Health;
 use crate::control::snapshot::Snapshot;
 use crate::ids::ServerId;
+use crate::router::plans::PlanCache;
 
 /// One server of a cluster and its pool on this core.
 pub struct ClusterServer {
@@ -47,6 +51,17 @@ pub struct Cluster {
     /// balancer and bans. A cluster of one shard has one group.
     groups: Vec<ShardGroup>,
     limits: BanLimits,
+    /// The sharded tables, schemas and omnisharded tables.
+    pub sharding: Arc<ShardingSchema>,
+    /// `cross_shard_disabled`: a request for several shards is refused.
+    pub cross_shard_disabled: bool,
+    /// Sharding plans by statement text (a cluster of several shards).
+    pub plans: RefCell<PlanCache>,
+    /// `omnisharded_sticky`: a session's reads that any shard can answer
+    /// stay on one shard.
+    pub omnisharded_sticky: bool,
+    /// Turns for requests any shard can answer, spread over the shards.
+    any_turn: Cell<usize>,
 }
 
 /// The servers of one shard: where its writes go, and load balancing and
@@ -86,9 +101,19 @@ impl Cluster {
         &self.servers[self.groups[0].primary.get()].pool
     }
 
+    /// The next shard in turn for a request any shard can answer
+    /// (round robin on this core).
+    pub fn any_shard(&self) -> usize {
+        let turn = self.any_turn.get();
+        self.any_turn.set(turn.wrapping_add(1));
+        turn % self.groups.len()
+    }
+
     /// The group a server belongs to, and its `TargetId` there.
     fn group_of(&self, index: usize) -> Option<(&ShardGroup, TargetId)> {
-        let group = self.groups.get(usize::from(self.servers.get(index)?.shard))?;
+        let group = self
+            .groups
+            .get(usize::from(self.servers.get(index)?.shard))?;
         let n = group.servers.iter().position(|&i| i == index)?;
         Some((group, TargetId(n as u16)))
     }
@@ -261,7 +286,11 @@ impl Cluster {
     /// One group per shard number up to the highest; each group's primary is
     /// its `role = "primary"` server, else its first.
     fn groups(servers: &[ClusterServer], snapshot: &Snapshot) -> Vec<ShardGroup> {
-        let shards = servers.iter().map(|s| usize::from(s.shard) + 1).max().unwrap_or(1);
+        let shards = servers
+            .iter()
+            .map(|s| usize::from(s.shard) + 1)
+            .max()
+            .unwrap_or(1);
         (0..shards)
             .map(|shard| {
                 let members: Vec<usize> = (0..servers.len())
@@ -370,6 +399,11 @@ impl Pools {
                 user: spec.user.clone(),
                 mode: spec.pooler_mode,
                 groups: Cluster::groups(&servers, snapshot),
+                sharding: spec.sharding.clone(),
+                cross_shard_disabled: spec.cross_shard_disabled,
+                plans: RefCell::new(PlanCache::default()),
+                omnisharded_sticky: spec.omnisharded_sticky,
+                any_turn: Cell::new(0),
                 limits: BanLimits {
                     ban_timeout: snapshot.health.ban_timeout,
                     replica_lag: snapshot.health.ban_replica_lag,

@@ -52,6 +52,25 @@ impl Statement {
         &self.tail[..end]
     }
 
+    /// Its parameter types as the client declared them (0: unspecified);
+    /// none for a statement defined by SQL.
+    pub fn param_types(&self) -> Vec<u32> {
+        if self.defined_by_sql {
+            return Vec::new();
+        }
+        let Some(end) = self.tail.iter().position(|b| *b == 0) else {
+            return Vec::new();
+        };
+        let rest = &self.tail[end + 1..];
+        let count = rest
+            .get(..2)
+            .map_or(0, |c| usize::from(u16::from_be_bytes([c[0], c[1]])));
+        (0..count)
+            .filter_map(|n| rest.get(2 + 4 * n..6 + 4 * n))
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
     /// Its classification: `classify(text)` the first time, kept after.
     /// None when the text is not UTF-8 (the caller treats that as a write).
     pub fn classified(&self, classify: impl FnOnce(&str) -> Classified) -> Option<Classified> {

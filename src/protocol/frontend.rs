@@ -473,15 +473,11 @@ impl<'a> BindParts<'a> {
         let mut r = Reader::new(body);
         let portal = r.cstr()?;
         let statement = r.cstr()?;
-        let param_formats = (0..r.count()?)
-            .map(|_| r.i16())
-            .collect::<Result<_, _>>()?;
+        let param_formats = (0..r.count()?).map(|_| r.i16()).collect::<Result<_, _>>()?;
         let params = (0..r.count()?)
             .map(|_| r.nullable_bytes())
             .collect::<Result<_, _>>()?;
-        let result_formats = (0..r.count()?)
-            .map(|_| r.i16())
-            .collect::<Result<_, _>>()?;
+        let result_formats = (0..r.count()?).map(|_| r.i16()).collect::<Result<_, _>>()?;
         r.finish()?;
         Ok(BindParts {
             portal,

@@ -22,6 +22,7 @@ mod classified;
 mod classify;
 mod hints;
 mod lex;
+pub mod plans;
 mod tree;
 
 pub mod shard;

@@ -13,6 +13,7 @@ pub mod params;
 mod relay;
 mod route;
 mod scan;
+mod shard_route;
 pub mod sql_scan;
 mod startup;
 

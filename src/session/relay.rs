@@ -46,6 +46,8 @@ use crate::session::scan::{
 };
 use crate::session::SessionHandle;
 
+mod shards;
+
 /// Bytes a client may send without ending a request (Sync, Flush, Query) while
 /// it holds no server connection.
 const MAX_BUFFERED_REQUEST_LEN: usize = 2 * DEFAULT_MAX_MESSAGE_LEN;
@@ -221,6 +223,14 @@ pub struct Relay<'a> {
     /// (`ServerConn::send_begin`): its replies come first and are not the
     /// client's.
     begin_owed: bool,
+    /// Sharded cluster: the shard `server` is on (or the next checkout is for).
+    shard: usize,
+    /// Sharded cluster: connections of the other shards the open transaction
+    /// has touched, each inside it (see `shards`).
+    parked: Vec<(usize, PooledConn)>,
+    /// Sharded cluster: the shard the last request any shard could answer
+    /// went to (kept for the session under `omnisharded_sticky`).
+    sticky_shard: Option<usize>,
 }
 
 impl<'a> Relay<'a> {
@@ -271,6 +281,9 @@ impl<'a> Relay<'a> {
             copy_in: false,
             deferred_begin: None,
             begin_owed: false,
+            shard: 0,
+            parked: Vec::new(),
+            sticky_shard: None,
         }
     }
 
@@ -532,6 +545,16 @@ impl<'a> Relay<'a> {
         if self.status == TransactionStatus::Failed {
             return self.answer_failed_transaction(batch).await;
         }
+        if self.cluster.shard_count() > 1 {
+            if let shards::Step::Done = self.route_shards(&batch).await? {
+                return Ok(());
+            }
+        }
+        self.start_request_here(batch).await
+    }
+
+    /// Checks out a connection on `shard` for the request and sends it.
+    async fn start_request_here(&mut self, batch: ClientBatch) -> Result<(), End> {
         let route = self.route(&batch);
         if route.lone_begin {
             if let Some((tag, sql)) = self.deferrable_begin(&batch) {
@@ -832,7 +855,7 @@ impl<'a> Relay<'a> {
         }
         let mut candidates = std::mem::take(&mut self.candidates);
         self.cluster
-            .candidates(0, intent, Instant::now(), &mut candidates);
+            .candidates(self.shard, intent, Instant::now(), &mut candidates);
         let mut outcome = Checkout::Failed(CheckoutError::Timeout);
         for &index in &candidates {
             let pool = self.cluster.servers[index].pool.clone();
@@ -932,6 +955,9 @@ impl<'a> Relay<'a> {
         let out = &mut self.client.out;
         match ending {
             Some(steps) => {
+                // Shards the failed transaction had attached roll back as
+                // their connections close.
+                self.parked.clear();
                 for step in steps {
                     match step {
                         Reply::ParseComplete => write::parse_complete(out),
@@ -1163,6 +1189,11 @@ impl<'a> Relay<'a> {
             Wake::Client(Ok(n)) if n > 0 => {
                 while self.listen_here().await? {}
                 let batch = scan_client(&self.client.buf, self.unsynced).map_err(End::Protocol)?;
+                if self.between_requests(&batch) {
+                    if let shards::Step::Done = self.route_in_transaction(&batch).await? {
+                        return Ok(());
+                    }
+                }
                 self.forward_client(batch).await
             }
             Wake::Notify => self.deliver_notifications().await,
@@ -1175,6 +1206,21 @@ impl<'a> Relay<'a> {
             Wake::IdleInTransaction => Err(End::IdleInTransaction),
             Wake::Shutdown => Err(End::Shutdown),
         }
+    }
+
+    /// Sharded cluster, a transaction open on `server`, everything sent
+    /// answered, and a whole new request in hand: it may be for another shard.
+    fn between_requests(&self, batch: &ClientBatch) -> bool {
+        self.cluster.shard_count() > 1
+            && self.status != TransactionStatus::Idle
+            && self.pending == 0
+            && !self.unsynced
+            && self.partial == 0
+            && self.plan.is_empty()
+            && !self.begin_owed
+            && batch.len > 0
+            && batch.sync_points > 0
+            && !batch.unsynced
     }
 
     /// Forwards what the server sent, then releases the connection if clean.
@@ -1351,6 +1397,16 @@ impl<'a> Relay<'a> {
         let Some(mut conn) = self.server.take() else {
             return;
         };
+        if !self.parked.is_empty() {
+            // The transaction ended on this shard without a COMMIT or
+            // ROLLBACK of its own (`route_in_transaction` fans those out):
+            // the others are rolled back as their connections close.
+            tracing::warn!(
+                shards = self.parked.len(),
+                "a transaction on several shards ended on one; the others are rolled back"
+            );
+            self.parked.clear();
+        }
         self.handle.set_server(None);
         if self.handle.cancel_sent.replace(false) {
             return;

@@ -19,7 +19,7 @@ use crate::session::sql_scan::{custom_guc_names, scan_statements};
 const MAX_SERVER_MESSAGE_LEN: usize = 1 << 30;
 
 /// Complete client messages at the front of the buffer, as far as they go.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct ClientBatch {
     /// Bytes of complete messages before any Terminate.
     pub len: usize,

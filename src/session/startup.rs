@@ -118,10 +118,11 @@ async fn handshake_inner(core: &Rc<Core>, client: &mut Client) -> Option<Login> 
         client.fatal("3D000", &message).await;
         return None;
     };
-    if cluster.shard_count() > 1 {
+    if cluster.shard_count() > 1 && cluster.mode == PoolerMode::Session {
+        // A sharded session moves between shards per transaction; a session
+        // pinned to one server connection cannot.
         let message = format!(
-            "database \"{database}\" is sharded; sharded routing is not implemented in this \
-             version of sleddog"
+            "database \"{database}\" is sharded; sharded databases need pooler_mode = \"transaction\""
         );
         client.fatal("0A000", &message).await;
         return None;

@@ -1,0 +1,212 @@
+//! Which shards a request goes to, on a cluster of several shards: each
+//! Query, and each Bind with the text its statement was prepared with, is
+//! planned once per distinct text (`router::plans`), cached on the cluster,
+//! and resolved per request with the bound parameters and the session's
+//! sharding settings. Must not: do I/O.
+
+use std::rc::Rc;
+
+use shards::{Format, ShardId, ShardingSchema};
+
+use crate::fanout::plan::FanoutQuery;
+use crate::prepared::ClientStatements;
+use crate::protocol::frame;
+use crate::protocol::frontend::{BindParts, FrontendKind, FrontendMessage};
+use crate::protocol::DEFAULT_MAX_MESSAGE_LEN;
+use crate::router::plans::PlanCache;
+use crate::router::shard::{ResolveInput, RouteError, Target};
+
+/// The session's sharding settings (`SET pgdog.shard`, `SET
+/// pgdog.sharding_key`, `search_path`).
+#[derive(Clone, Copy, Default)]
+pub struct SessionSharding<'a> {
+    pub shard: Option<ShardId>,
+    pub key: Option<&'a str>,
+    pub search_path: Option<&'a str>,
+}
+
+/// Where a request goes.
+#[derive(Debug)]
+pub enum Decision {
+    /// Any one shard will do (no table, an omnisharded read, SET/SHOW...).
+    Any,
+    One(usize),
+    /// Several shards (sorted); `fanout` for a single SELECT that needs
+    /// merging or streaming.
+    Many {
+        shards: Vec<usize>,
+        fanout: Option<Rc<FanoutQuery>>,
+    },
+    /// Refused before any shard sees it.
+    Refuse {
+        sqlstate: &'static str,
+        message: String,
+        hint: Option<String>,
+    },
+}
+
+/// Decides where `batch` (complete messages) goes.
+pub fn decide(
+    batch: &[u8],
+    statements: &ClientStatements,
+    cache: &mut PlanCache,
+    schema: &ShardingSchema,
+    session: SessionSharding<'_>,
+) -> Decision {
+    let mut decision = Decision::Any;
+    let mut statements_seen = 0;
+    let mut last_parse: Option<(String, String)> = None;
+    let mut offset = 0;
+    while let Ok(Some(header)) = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN) {
+        let end = offset + header.total_len;
+        let Some(msg) = batch.get(offset..end) else {
+            break;
+        };
+        offset = end;
+        let step = match FrontendKind::from_tag(header.tag) {
+            Ok(FrontendKind::Query) => match FrontendMessage::decode(msg) {
+                Ok(FrontendMessage::Query { sql }) => {
+                    statements_seen += 1;
+                    resolve(cache, sql, &[], &[], schema, session)
+                }
+                _ => continue,
+            },
+            Ok(FrontendKind::Parse) => {
+                if let Ok(FrontendMessage::Parse { name, sql, .. }) = FrontendMessage::decode(msg) {
+                    last_parse = Some((name.to_owned(), sql.to_owned()));
+                }
+                continue;
+            }
+            Ok(FrontendKind::Bind) => {
+                let Ok(parts) = BindParts::decode(msg) else {
+                    continue;
+                };
+                let sql = match &last_parse {
+                    Some((name, sql)) if name == parts.statement => sql.clone(),
+                    _ => match statements.get(parts.statement) {
+                        Some(statement) => String::from_utf8_lossy(statement.sql()).into_owned(),
+                        None => continue,
+                    },
+                };
+                statements_seen += 1;
+                let formats: Vec<Format> = (0..parts.params.len())
+                    .map(|n| match parts.param_format(n) {
+                        1 => Format::Binary,
+                        _ => Format::Text,
+                    })
+                    .collect();
+                resolve(cache, &sql, &parts.params, &formats, schema, session)
+            }
+            _ => continue,
+        };
+        decision = combine(decision, step, statements_seen);
+        if matches!(decision, Decision::Refuse { .. }) {
+            return decision;
+        }
+    }
+    decision
+}
+
+/// One statement's decision.
+fn resolve(
+    cache: &mut PlanCache,
+    sql: &str,
+    params: &[Option<&[u8]>],
+    formats: &[Format],
+    schema: &ShardingSchema,
+    session: SessionSharding<'_>,
+) -> Decision {
+    let planned = cache.route(sql, schema);
+    let Some(plan) = &planned.plan else {
+        return Decision::Any;
+    };
+    let input = ResolveInput {
+        sql,
+        params,
+        param_formats: formats,
+        schema,
+        session_shard: session.shard,
+        session_key: session.key,
+        search_path: session.search_path,
+    };
+    let all = || (0..usize::from(schema.shards)).collect::<Vec<_>>();
+    let shards = match plan.resolve(&input) {
+        Ok(Target::Any) => return Decision::Any,
+        Ok(Target::Shard(shard)) => return Decision::One(usize::from(shard.0)),
+        Ok(Target::Shards(shards)) if shards.len() == 1 => {
+            return Decision::One(usize::from(shards[0].0))
+        }
+        Ok(Target::Shards(shards)) => shards.iter().map(|s| usize::from(s.0)).collect(),
+        Ok(Target::All) => all(),
+        Err(error) => return refuse(error),
+    };
+    if !plan.select() {
+        return Decision::Many {
+            shards,
+            fanout: None,
+        };
+    }
+    match cache.fanout(sql) {
+        Err(unsupported) => Decision::Refuse {
+            sqlstate: "0A000",
+            message: unsupported.to_string(),
+            hint: Some(unsupported.hint),
+        },
+        Ok(fanout) => Decision::Many {
+            shards,
+            fanout: Some(fanout),
+        },
+    }
+}
+
+fn refuse(error: RouteError) -> Decision {
+    Decision::Refuse {
+        sqlstate: error.sqlstate(),
+        message: error.to_string(),
+        hint: error.hint().map(str::to_owned),
+    }
+}
+
+/// Two statements of one request: the same shard, or every shard with no
+/// merge; anything else must be sent as separate requests.
+fn combine(so_far: Decision, next: Decision, statements: usize) -> Decision {
+    match (so_far, next) {
+        (refused @ Decision::Refuse { .. }, _) | (_, refused @ Decision::Refuse { .. }) => refused,
+        (Decision::Any, next) if statements <= 1 => next,
+        (Decision::Any, Decision::Many { fanout, .. }) if merges(&fanout) => Decision::Refuse {
+            sqlstate: "0A000",
+            message:
+                "a cross-shard SELECT that needs merging must be the only statement of its request"
+                    .to_owned(),
+            hint: Some("send it as a request of its own".to_owned()),
+        },
+        (Decision::Any, Decision::Many { shards, .. }) => Decision::Many {
+            shards,
+            fanout: None,
+        },
+        (Decision::Any, next) | (next, Decision::Any) => next,
+        (Decision::One(a), Decision::One(b)) if a == b => Decision::One(a),
+        (
+            Decision::Many {
+                shards: a,
+                fanout: fa,
+            },
+            Decision::Many {
+                shards: b,
+                fanout: fb,
+            },
+        ) if a == b && !merges(&fa) && !merges(&fb) => Decision::Many {
+            shards: a,
+            fanout: None,
+        },
+        _ => Decision::Refuse {
+            sqlstate: "0A000",
+            message: "the statements of one request go to different shards".to_owned(),
+            hint: Some("send them as separate requests".to_owned()),
+        },
+    }
+}
+
+fn merges(fanout: &Option<Rc<FanoutQuery>>) -> bool {
+    fanout.as_ref().is_some_and(|f| f.merge.is_some())
+}
