@@ -303,6 +303,54 @@ pub fn decode_password(body: &[u8]) -> Result<&str, ProtocolError> {
     Ok(password)
 }
 
+/// A Bind message with its parameters, for the code that must read or
+/// rebuild them (routing by a bound sharding key, fan-out to shards).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindParts<'a> {
+    pub portal: &'a str,
+    pub statement: &'a str,
+    /// Parameter format codes as sent: none (all text), one (all), or one
+    /// per parameter.
+    pub param_formats: Vec<i16>,
+    pub params: Vec<Option<&'a [u8]>>,
+    pub result_formats: Vec<i16>,
+}
+
+impl<'a> BindParts<'a> {
+    /// Decodes one whole Bind message (tag included).
+    pub fn decode(msg: &'a [u8]) -> Result<Self, ProtocolError> {
+        let (tag, body) = parts(msg)?;
+        if FrontendKind::from_tag(tag)? != FrontendKind::Bind {
+            return Err(ProtocolError::Malformed("expected a Bind message"));
+        }
+        let mut r = Reader::new(body);
+        let portal = r.cstr()?;
+        let statement = r.cstr()?;
+        let param_formats = (0..r.count()?).map(|_| r.i16()).collect::<Result<_, _>>()?;
+        let params = (0..r.count()?)
+            .map(|_| r.nullable_bytes())
+            .collect::<Result<_, _>>()?;
+        let result_formats = (0..r.count()?).map(|_| r.i16()).collect::<Result<_, _>>()?;
+        r.finish()?;
+        Ok(BindParts {
+            portal,
+            statement,
+            param_formats,
+            params,
+            result_formats,
+        })
+    }
+
+    /// The format code of parameter `n` ("protocol-message-formats", Bind).
+    pub fn param_format(&self, n: usize) -> i16 {
+        match self.param_formats.len() {
+            0 => 0,
+            1 => self.param_formats[0],
+            _ => self.param_formats.get(n).copied().unwrap_or(0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,53 +495,5 @@ mod tests {
         assert!(decode(b"").is_err());
         assert!(decode(b"Q\0\0").is_err());
         assert!(decode(b"Q\0\0\0\x04").is_err());
-    }
-}
-
-/// A Bind message with its parameters, for the code that must read or
-/// rebuild them (routing by a bound sharding key, fan-out to shards).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindParts<'a> {
-    pub portal: &'a str,
-    pub statement: &'a str,
-    /// Parameter format codes as sent: none (all text), one (all), or one
-    /// per parameter.
-    pub param_formats: Vec<i16>,
-    pub params: Vec<Option<&'a [u8]>>,
-    pub result_formats: Vec<i16>,
-}
-
-impl<'a> BindParts<'a> {
-    /// Decodes one whole Bind message (tag included).
-    pub fn decode(msg: &'a [u8]) -> Result<Self, ProtocolError> {
-        let (tag, body) = parts(msg)?;
-        if FrontendKind::from_tag(tag)? != FrontendKind::Bind {
-            return Err(ProtocolError::Malformed("expected a Bind message"));
-        }
-        let mut r = Reader::new(body);
-        let portal = r.cstr()?;
-        let statement = r.cstr()?;
-        let param_formats = (0..r.count()?).map(|_| r.i16()).collect::<Result<_, _>>()?;
-        let params = (0..r.count()?)
-            .map(|_| r.nullable_bytes())
-            .collect::<Result<_, _>>()?;
-        let result_formats = (0..r.count()?).map(|_| r.i16()).collect::<Result<_, _>>()?;
-        r.finish()?;
-        Ok(BindParts {
-            portal,
-            statement,
-            param_formats,
-            params,
-            result_formats,
-        })
-    }
-
-    /// The format code of parameter `n` ("protocol-message-formats", Bind).
-    pub fn param_format(&self, n: usize) -> i16 {
-        match self.param_formats.len() {
-            0 => 0,
-            1 => self.param_formats[0],
-            _ => self.param_formats.get(n).copied().unwrap_or(0),
-        }
     }
 }

@@ -415,6 +415,65 @@ fn until_nul(s: &str) -> &[u8] {
     }
 }
 
+/// Parse of the unnamed statement with parameter types (0 = unspecified).
+pub fn parse_typed(out: &mut BytesMut, sql: &str, param_types: &[u32]) {
+    put_message(
+        out,
+        FrontendKind::Parse.tag(),
+        1 + cstr_len(sql) + 2 + 4 * param_types.len(),
+        |out| {
+            put_cstr(out, "");
+            put_cstr(out, sql);
+            out.put_u16(param_types.len() as u16);
+            for &oid in param_types {
+                out.put_u32(oid);
+            }
+        },
+    );
+}
+
+/// Bind of the unnamed portal to the unnamed statement with the given
+/// parameters and result format codes.
+pub fn bind_values(
+    out: &mut BytesMut,
+    param_formats: &[i16],
+    params: &[Option<&[u8]>],
+    result_formats: &[i16],
+) {
+    let values: usize = params.iter().map(|p| 4 + p.map_or(0, <[u8]>::len)).sum();
+    let len = 1 + 1 + 2 + 2 * param_formats.len() + 2 + values + 2 + 2 * result_formats.len();
+    put_message(out, FrontendKind::Bind.tag(), len, |out| {
+        put_cstr(out, "");
+        put_cstr(out, "");
+        out.put_u16(param_formats.len() as u16);
+        for &format in param_formats {
+            out.put_i16(format);
+        }
+        out.put_u16(params.len() as u16);
+        for param in params {
+            match param {
+                Some(value) => {
+                    out.put_i32(value.len() as i32);
+                    out.put_slice(value);
+                }
+                None => out.put_i32(-1),
+            }
+        }
+        out.put_u16(result_formats.len() as u16);
+        for &format in result_formats {
+            out.put_i16(format);
+        }
+    });
+}
+
+/// Describe of the unnamed portal (`portal`) or unnamed statement.
+pub fn describe_unnamed(out: &mut BytesMut, portal: bool) {
+    put_message(out, FrontendKind::Describe.tag(), 1 + 1, |out| {
+        out.put_u8(if portal { b'P' } else { b'S' });
+        put_cstr(out, "");
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,63 +702,4 @@ mod tests {
         let out = written(|o| error_response(o, Severity::Error, "XX000", "a\0b", Some("c\0")));
         assert!(BackendMessage::decode(&out).is_ok());
     }
-}
-
-/// Parse of the unnamed statement with parameter types (0 = unspecified).
-pub fn parse_typed(out: &mut BytesMut, sql: &str, param_types: &[u32]) {
-    put_message(
-        out,
-        FrontendKind::Parse.tag(),
-        1 + cstr_len(sql) + 2 + 4 * param_types.len(),
-        |out| {
-            put_cstr(out, "");
-            put_cstr(out, sql);
-            out.put_u16(param_types.len() as u16);
-            for &oid in param_types {
-                out.put_u32(oid);
-            }
-        },
-    );
-}
-
-/// Bind of the unnamed portal to the unnamed statement with the given
-/// parameters and result format codes.
-pub fn bind_values(
-    out: &mut BytesMut,
-    param_formats: &[i16],
-    params: &[Option<&[u8]>],
-    result_formats: &[i16],
-) {
-    let values: usize = params.iter().map(|p| 4 + p.map_or(0, <[u8]>::len)).sum();
-    let len = 1 + 1 + 2 + 2 * param_formats.len() + 2 + values + 2 + 2 * result_formats.len();
-    put_message(out, FrontendKind::Bind.tag(), len, |out| {
-        put_cstr(out, "");
-        put_cstr(out, "");
-        out.put_u16(param_formats.len() as u16);
-        for &format in param_formats {
-            out.put_i16(format);
-        }
-        out.put_u16(params.len() as u16);
-        for param in params {
-            match param {
-                Some(value) => {
-                    out.put_i32(value.len() as i32);
-                    out.put_slice(value);
-                }
-                None => out.put_i32(-1),
-            }
-        }
-        out.put_u16(result_formats.len() as u16);
-        for &format in result_formats {
-            out.put_i16(format);
-        }
-    });
-}
-
-/// Describe of the unnamed portal (`portal`) or unnamed statement.
-pub fn describe_unnamed(out: &mut BytesMut, portal: bool) {
-    put_message(out, FrontendKind::Describe.tag(), 1 + 1, |out| {
-        out.put_u8(if portal { b'P' } else { b'S' });
-        put_cstr(out, "");
-    });
 }
