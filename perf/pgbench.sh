@@ -3,12 +3,19 @@
 #
 # Starts its own Postgres (initdb, pgbench -i -s $SCALE), its own sleddog (release build,
 # workers = 2, pool size $POOL_SIZE, transaction mode), a second sleddog, sleddog_lb, with
-# that server listed twice (primary and replica), and its own PgBouncer (transaction
-# mode, same pool size), then for each repetition runs every test against every target in
-# turn, so slow drift of the machine hits all targets alike.
+# that server listed twice (primary and replica), a third, sleddog_sharded, whose "bench"
+# is hash-sharded over two databases of the same Postgres (bench_shard_0/1), and its own
+# PgBouncer (transaction mode, same pool size), then for each repetition runs every test
+# against every target it applies to in turn, so slow drift of the machine hits all
+# targets alike.
 #
 # Tests: select-only (-S) at 16 clients with -M simple, extended and prepared; -S at 1 and
-# 200 clients; TPC-B (pgbench's default script) at 16 clients.
+# 200 clients; TPC-B (pgbench's default script) at 16 clients: on direct, sleddog,
+# sleddog_lb and pgbouncer. shard-direct-extended: `SELECT v FROM sd_users WHERE id = :id`
+# (a random id, -M extended, 16 clients; a query that finds no row fails the run) on direct, where bench holds all $SHARD_ROWS rows
+# in one table, and on sleddog_sharded, which must send each query to the one shard that
+# holds the id (rows placed as PARTITION BY HASH (id) with MODULUS 2 places them). A
+# target a test does not apply to shows "-".
 #
 # Per test and target it reports: tps (median of the repetitions), ratio to direct, p50
 # and p99 latency (from pgbench --log per-transaction latencies, median of repetitions),
@@ -17,8 +24,8 @@
 # A target that fails to start or whose run fails is reported as FAIL and the rest go on.
 #
 # Env: DURATION (s, default 20), REPS (default 3), SCALE (default 10), POOL_SIZE (16),
-#      TARGETS (default "direct sleddog sleddog_lb pgbouncer"), TESTS (names below,
-#      default all),
+#      TARGETS (default "direct sleddog sleddog_lb sleddog_sharded pgbouncer"), TESTS
+#      (names below, default all), SHARD_ROWS (rows of sd_users, default SCALE * 10000),
 #      SLEDDOG_BIN (default: cargo build --release, then target/release/sleddog),
 #      RESULTS (default perf/RESULTS.md; "-" to skip writing), KEEP=1 keeps the work dir.
 set -euo pipefail
@@ -31,17 +38,21 @@ DURATION=${DURATION:-20}
 REPS=${REPS:-3}
 SCALE=${SCALE:-10}
 POOL_SIZE=${POOL_SIZE:-16}
-TARGETS=${TARGETS:-direct sleddog sleddog_lb pgbouncer}
+TARGETS=${TARGETS:-direct sleddog sleddog_lb sleddog_sharded pgbouncer}
 RESULTS=${RESULTS:-$ROOT/perf/RESULTS.md}
+SHARD_ROWS=${SHARD_ROWS:-$((SCALE * 10000))}
 
-# name | clients | pgbench arguments
+# name | clients | pgbench arguments (@WORK@: the work dir) | targets (empty: the
+# unsharded ones, UNSHARDED_TARGETS)
+UNSHARDED_TARGETS="direct sleddog sleddog_lb pgbouncer"
 ALL_TESTS="
-select-simple|16|-S -M simple
-select-extended|16|-S -M extended
-select-prepared|16|-S -M prepared
-select-1client|1|-S -M simple
-select-200clients|200|-S -M simple
-tpcb|16|-M simple
+select-simple|16|-S -M simple|
+select-extended|16|-S -M extended|
+select-prepared|16|-S -M prepared|
+select-1client|1|-S -M simple|
+select-200clients|200|-S -M simple|
+tpcb|16|-M simple|
+shard-direct-extended|16|-M extended -f @WORK@/shard-direct.sql|direct sleddog_sharded
 "
 TESTS=${TESTS:-$(echo "$ALL_TESTS" | cut -d'|' -f1 | xargs)}
 
@@ -50,18 +61,20 @@ WORK=$(mktemp -d /tmp/sleddog-perf.XXXXXX)
 chmod 755 "$WORK"
 chown_pg "$WORK"
 PGBIN=$(pg_bindir)
-PG_PORT=$(free_port)
-SD_PORT=$(free_port)
-LB_PORT=$(free_port)
-PB_PORT=$(free_port)
-declare -A PORT=([direct]=$PG_PORT [sleddog]=$SD_PORT [sleddog_lb]=$LB_PORT [pgbouncer]=$PB_PORT)
+PG_PORT=$(free_port "")
+SD_PORT=$(free_port "")
+LB_PORT=$(free_port "")
+PB_PORT=$(free_port "")
+SH_PORT=$(free_port "")
+declare -A PORT=([direct]=$PG_PORT [sleddog]=$SD_PORT [sleddog_lb]=$LB_PORT [pgbouncer]=$PB_PORT
+    [sleddog_sharded]=$SH_PORT)
 declare -A PID=()
 declare -A BROKEN=()  # target -> why it could not be started
 FAILURES=()
 
 cleanup() {
     local t
-    for t in sleddog sleddog_lb pgbouncer; do
+    for t in sleddog sleddog_lb sleddog_sharded pgbouncer; do
         [ -n "${PID[$t]:-}" ] || continue
         kill -TERM "${PID[$t]}" 2>/dev/null || true
         for _ in $(seq 30); do
@@ -116,6 +129,45 @@ psql_su() {
     "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$WORK/sock" -p "$PG_PORT" -U postgres -d "$db" "$@"
 }
 
+# sd_users (id bigint primary key, v text) with ids 1..SHARD_ROWS: whole in bench (for
+# direct), split over bench_shard_0/1 (for sleddog_sharded). Placement is Postgres's own:
+# the rows go through a table PARTITION BY HASH (id) with MODULUS 2, and partition n's
+# rows are copied to shard n, which is where hash sharding of a bigint column puts them.
+setup_shard_data() {
+    local n=$SHARD_ROWS s table="CREATE TABLE sd_users (id bigint PRIMARY KEY, v text)"
+    log "sd_users: $n rows in bench, and split by hash over bench_shard_0/1"
+    psql_su postgres -c "CREATE DATABASE bench_shard_0 OWNER bench" \
+        -c "CREATE DATABASE bench_shard_1 OWNER bench"
+    psql_su bench <<SQL
+SET ROLE bench;
+$table;
+INSERT INTO sd_users SELECT i, md5(i::text) FROM generate_series(1, $n) AS i;
+CREATE TABLE sd_place (id bigint, v text) PARTITION BY HASH (id);
+CREATE TABLE sd_place_0 PARTITION OF sd_place FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE sd_place_1 PARTITION OF sd_place FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+INSERT INTO sd_place SELECT id, v FROM sd_users;
+SQL
+    for s in 0 1; do
+        psql_su "bench_shard_$s" -c "SET ROLE bench" -c "$table"
+        psql_su bench -c "COPY sd_place_$s TO STDOUT" |
+            psql_su "bench_shard_$s" -c "COPY sd_users FROM STDIN"
+    done
+    psql_su bench -c "DROP TABLE sd_place" -c "VACUUM ANALYZE sd_users"
+    local c0 c1
+    c0=$(psql_su bench_shard_0 -Atc "VACUUM ANALYZE sd_users" -c "SELECT count(*) FROM sd_users")
+    c1=$(psql_su bench_shard_1 -Atc "VACUUM ANALYZE sd_users" -c "SELECT count(*) FROM sd_users")
+    if [ "$c0" -eq 0 ] || [ "$c1" -eq 0 ] || [ $((c0 + c1)) -ne "$n" ]; then
+        die "sd_users split wrong: $c0 + $c1 rows for $n"
+    fi
+    log "sd_users: $c0 rows on shard 0, $c1 on shard 1"
+    # \gset wants exactly one row: a query sent to the wrong shard finds none and fails
+    # the run rather than counting as a (fast) transaction.
+    cat >"$WORK/shard-direct.sql" <<SQL
+\set id random(1, $n)
+SELECT v FROM sd_users WHERE id = :id \gset
+SQL
+}
+
 sleddog_bin() {
     if [ -n "${SLEDDOG_BIN:-}" ]; then
         echo "$SLEDDOG_BIN"
@@ -125,14 +177,26 @@ sleddog_bin() {
     echo "${CARGO_TARGET_DIR:-$ROOT/target}/release/sleddog"
 }
 
+# The [[databases]] entry of "bench" on the one Postgres database bench.
+bench_database() {
+    cat <<TOML
+[[databases]]
+name = "bench"
+host = "127.0.0.1"
+port = $PG_PORT
+database_name = "bench"
+TOML
+}
+
 start_sleddog() {
-    launch_sleddog sleddog ""
+    launch_sleddog sleddog "$(bench_database)"
 }
 
 # The same Postgres listed twice, as primary and replica: every query is then
 # classified and balanced (issue 4's "cost of a cluster" figure).
 start_sleddog_lb() {
-    launch_sleddog sleddog_lb "
+    launch_sleddog sleddog_lb "$(bench_database)
+
 [[databases]]
 name = \"bench\"
 host = \"127.0.0.1\"
@@ -142,8 +206,34 @@ role = \"replica\"
 "
 }
 
+# "bench" hash-sharded over bench_shard_0 and bench_shard_1 (see setup_shard_data), with
+# sd_users sharded by id: a query naming one id must reach the one shard holding it.
+start_sleddog_sharded() {
+    launch_sleddog sleddog_sharded "[[databases]]
+name = \"bench\"
+host = \"127.0.0.1\"
+port = $PG_PORT
+database_name = \"bench_shard_0\"
+shard = 0
+
+[[databases]]
+name = \"bench\"
+host = \"127.0.0.1\"
+port = $PG_PORT
+database_name = \"bench_shard_1\"
+shard = 1
+
+[[sharded_tables]]
+database = \"bench\"
+name = \"sd_users\"
+column = \"id\"
+data_type = \"bigint\"
+"
+}
+
+# launch_sleddog TARGET DATABASES_TOML: a sleddog on PORT[TARGET] serving DATABASES_TOML.
 launch_sleddog() {
-    local t=$1 extra=$2 bin
+    local t=$1 databases=$2 bin
     bin=$(sleddog_bin) || { BROKEN[$t]="release build failed"; return; }
     mkdir -p "$WORK/$t"
     cat >"$WORK/$t/pgdog.toml" <<TOML
@@ -154,12 +244,7 @@ workers = 2
 default_pool_size = $POOL_SIZE
 pooler_mode = "transaction"
 
-[[databases]]
-name = "bench"
-host = "127.0.0.1"
-port = $PG_PORT
-database_name = "bench"
-$extra
+$databases
 TOML
     cat >"$WORK/$t/users.toml" <<TOML
 [[users]]
@@ -262,6 +347,36 @@ latency_percentiles() {
         }'
 }
 
+# test_field TEST N: field N of TEST's line in ALL_TESTS (dies on an unknown test).
+test_field() {
+    local line
+    line=$(echo "$ALL_TESTS" | grep "^$1|") || die "unknown test $1"
+    echo "$line" | cut -d'|' -f"$2"
+}
+
+# applies TEST TARGET: whether TEST runs on TARGET.
+applies() {
+    local targets
+    targets=$(test_field "$1" 4)
+    [[ " ${targets:-$UNSHARDED_TARGETS} " == *" $2 "* ]]
+}
+
+# wanted TARGET: whether a selected test runs on TARGET (else it is not started).
+wanted() {
+    local test
+    for test in $TESTS; do
+        if applies "$test" "$1"; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+# selected TEST: whether TEST is in TESTS.
+selected() {
+    [[ " $(echo "$TESTS" | xargs) " == *" $1 "* ]]
+}
+
 # run_one TEST CLIENTS "ARGS" TARGET REP -> appends "tps p50 p99 cpu_us" to results
 run_one() {
     local test=$1 clients=$2 args=$3 target=$4 rep=$5
@@ -328,6 +443,10 @@ table() {
     for test in $TESTS; do
         direct_tps=$(median_col "$WORK/results/$test.direct" 1)
         for target in $TARGETS; do
+            if ! applies "$test" "$target"; then
+                echo "| $test | $target | - | | | | |"
+                continue
+            fi
             f=$WORK/results/$test.$target
             tps=$(median_col "$f" 1)
             n=$(grep -c . "$f" 2>/dev/null || true)
@@ -381,6 +500,11 @@ report() {
   time (--log); proxy CPU is utime+stime of the proxy process per transaction.
 - sleddog_lb: sleddog with the same Postgres listed twice (primary and replica), so every
   transaction is classified (read/write) and balanced: the cost of a cluster.
+- shard-direct-extended: \`SELECT v FROM sd_users WHERE id = :id\` (id random in
+  1..$SHARD_ROWS, -M extended; a query that finds no row fails the run) on direct (one
+  table with every row) and on sleddog_sharded (sd_users hash-sharded by id over two
+  databases of the same Postgres): the cost of routing a query to its one shard.
+  "-": the test does not run on that target.
 
 $(table)
 EOF
@@ -400,21 +524,34 @@ EOF
 # ---------------------------------------------------------------------------------------
 
 command -v "$PGBIN/pgbench" >/dev/null || die "pgbench not found in $PGBIN"
+for test in $TESTS; do
+    test_field "$test" 1 >/dev/null
+done
 start_postgres
+if selected shard-direct-extended; then
+    setup_shard_data
+fi
 for t in $TARGETS; do
     case $t in
     direct) ;;
-    sleddog | sleddog_lb | pgbouncer) "start_$t" ;;
+    sleddog | sleddog_lb | sleddog_sharded | pgbouncer)
+        if wanted "$t"; then
+            "start_$t"
+        fi
+        ;;
     *) die "unknown target $t" ;;
     esac
 done
 
 for rep in $(seq "$REPS"); do
     for test in $TESTS; do
-        line=$(echo "$ALL_TESTS" | grep "^$test|") || die "unknown test $test"
-        clients=$(echo "$line" | cut -d'|' -f2)
-        args=$(echo "$line" | cut -d'|' -f3)
+        clients=$(test_field "$test" 2)
+        args=$(test_field "$test" 3)
+        args=${args//@WORK@/$WORK}
         for target in $TARGETS; do
+            if ! applies "$test" "$target"; then
+                continue
+            fi
             run_one "$test" "$clients" "$args" "$target" "$rep"
         done
     done

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for scripts/test, scripts/demo and perf/pgbench.sh. Source it; it does
 # not run anything by itself.
 #
