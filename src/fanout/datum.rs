@@ -22,7 +22,7 @@
 use bytes::{BufMut, BytesMut};
 use std::cmp::Ordering;
 
-use crate::fanout::numeric::{Numeric, NumericError};
+use crate::fanout::numeric::{float_digits, Numeric, NumericError};
 use crate::fanout::plan::ArithmeticOp;
 
 mod datetime;
@@ -596,7 +596,8 @@ fn parse_float(s: &str) -> Option<f64> {
 }
 
 /// Postgres's float4out/float8out with extra_float_digits ≥ 1: the
-/// shortest digits that read back to the same value, in fixed notation
+/// shortest digits that read back to the same value by Postgres's rules
+/// ([`float_digits`]), in fixed notation
 /// when the decimal exponent is in [-4, 15) (float8) or [-4, 6) (float4),
 /// else `d.ddde±XX` with at least two exponent digits.
 pub fn format_float(value: f64, float4: bool) -> String {
@@ -606,21 +607,11 @@ pub fn format_float(value: f64, float4: bool) -> String {
     if value.is_infinite() {
         return if value > 0.0 { "Infinity" } else { "-Infinity" }.to_string();
     }
-    // Rust's `{:e}` gives the shortest round-trip digits, like Ryu.
-    let scientific = if float4 {
-        format!("{:e}", value as f32)
-    } else {
-        format!("{value:e}")
-    };
-    let (negative, body) = match scientific.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, scientific.as_str()),
-    };
-    let (mantissa, exponent) = body
-        .split_once('e')
-        .expect("`{:e}` always writes an exponent");
-    let exponent: i32 = exponent.parse().expect("`{:e}` writes an integer exponent");
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0" } else { "0" }.to_string();
+    }
+    let negative = value < 0.0;
+    let (digits, exponent) = float_digits(value.abs(), float4);
     let fixed_limit = if float4 { 6 } else { 15 };
     let mut out = String::with_capacity(digits.len() + 8);
     if negative {
@@ -955,6 +946,15 @@ mod tests {
             (f64::MAX, "1.7976931348623157e+308"),
             (0.1 + 0.2, "0.30000000000000004"),
             (1.6666666666666667, "1.6666666666666667"),
+            // Postgres 15 goldens where Rust's `{}` differs: exclusive
+            // interval bounds (one more digit) and ties to even.
+            (3.777407598547474e16, "3.7774075985474736e+16"),
+            (-8.5019483994117e16, "-8.501948399411699e+16"),
+            (956962061619577.2, "956962061619577.2"),
+            (-183754044159237.12, "-183754044159237.12"),
+            (9007199254740991.0, "9.007199254740991e+15"),
+            (900719925474099.0, "900719925474099"),
+            (123456789012345678.0, "1.2345678901234568e+17"),
             (-2.5, "-2.5"),
         ] {
             assert_eq!(format_float(value, false), printed);

@@ -655,6 +655,93 @@ fn round_to(d: &Decimal, scale: u32) -> Decimal {
     Decimal::new(d.negative, round_last_digit(truncated), scale)
 }
 
+/// The decimal digits Postgres's float8out/float4out print for a finite,
+/// positive value (Postgres's Ryu build, src/common/d2s.c and f2s.c), and
+/// the decimal exponent of the first digit. Postgres differs from Rust's
+/// shortest formatting in three ways, all reproduced here exactly:
+/// integers below 2^53 (2^24 for float4) print all their digits; the
+/// rounding interval's bounds are excluded (it is built without
+/// STRICTLY_SHORTEST), which sometimes needs one more digit; and among
+/// the shortest candidates the one nearest the value wins, exact ties
+/// going to the even digit.
+pub(crate) fn float_digits(value: f64, float4: bool) -> (String, i32) {
+    let (mantissa_bits, bias, bits) = if float4 {
+        (
+            23u32,
+            127i64,
+            u64::from((value as f32).to_bits() & 0x7fff_ffff),
+        )
+    } else {
+        (52u32, 1023i64, value.to_bits() & 0x7fff_ffff_ffff_ffff)
+    };
+    let ieee_mantissa = bits & ((1u64 << mantissa_bits) - 1);
+    let ieee_exponent = (bits >> mantissa_bits) as i64;
+    let (e2, m2) = if ieee_exponent == 0 {
+        (1 - bias - i64::from(mantissa_bits), ieee_mantissa)
+    } else {
+        (
+            ieee_exponent - bias - i64::from(mantissa_bits),
+            (1u64 << mantissa_bits) | ieee_mantissa,
+        )
+    };
+    // value = m2 × 2^e2. Small integers print exactly.
+    if (-i64::from(mantissa_bits)..=0).contains(&e2) && m2 & ((1u64 << -e2) - 1) == 0 {
+        let digits = (m2 >> -e2).to_string();
+        let exponent = digits.len() as i32 - 1;
+        return (digits.trim_end_matches('0').to_string(), exponent);
+    }
+    // The value and its rounding interval's bounds, × 4 so they are
+    // integers times 2^(e2 − 2); the lower gap halves at a power of two.
+    let e = e2 - 2;
+    let lower_gap_wide = ieee_mantissa != 0 || ieee_exponent <= 1;
+    let value4 = BigUint::from_u64(4 * m2);
+    let high4 = BigUint::from_u64(4 * m2 + 2);
+    let low4 = BigUint::from_u64(4 * m2 - 1 - u64::from(lower_gap_wide));
+    // v × 2^e / 10^k as the fraction scaled(v) / denominator.
+    let scaled = |v: &BigUint, k: i64| {
+        let mut out = v.mul_pow2(e.max(0) as usize);
+        out.mul_pow10((-k).max(0) as usize);
+        out
+    };
+    let denominator = |k: i64| {
+        let mut out = BigUint::from_u64(1).mul_pow2((-e).max(0) as usize);
+        out.mul_pow10(k.max(0) as usize);
+        out
+    };
+    // Rust's shortest digits (bounds included) are never longer than
+    // Postgres's: start at their last digit's position and go down.
+    let rust = if float4 {
+        format!("{:e}", value as f32)
+    } else {
+        format!("{value:e}")
+    };
+    let (mantissa, exponent) = rust.split_once('e').unwrap_or((&rust, "0"));
+    let rust_exponent: i64 = exponent.parse().unwrap_or(0);
+    let rust_len = mantissa.chars().filter(char::is_ascii_digit).count() as i64;
+    let mut k = rust_exponent - (rust_len - 1);
+    loop {
+        let den = denominator(k);
+        let (low_floor, _) = scaled(&low4, k).div_rem(&den);
+        let first_above_low = low_floor.add(&BigUint::from_u64(1));
+        if first_above_low.mul(&den).cmp_magnitude(&scaled(&high4, k)) == Ordering::Less {
+            let (mut q, r) = scaled(&value4, k).div_rem(&den);
+            let twice_r = r.mul_small(2);
+            let round_up = match twice_r.cmp_magnitude(&den) {
+                Ordering::Greater => true,
+                Ordering::Equal => q.limbs.first().is_some_and(|l| l % 2 == 1),
+                Ordering::Less => false,
+            };
+            if round_up || q.cmp_magnitude(&low_floor) != Ordering::Greater {
+                q = q.add(&BigUint::from_u64(1));
+            }
+            let digits = q.to_decimal_string();
+            let exponent = k + digits.len() as i64 - 1;
+            return (digits.trim_end_matches('0').to_string(), exponent as i32);
+        }
+        k -= 1;
+    }
+}
+
 /// An unsigned integer in base 10^9 limbs, least significant first, with
 /// no trailing zero limbs (zero is empty). Only what numeric needs;
 /// schoolbook algorithms, since merged values are short.
@@ -814,6 +901,14 @@ impl BigUint {
         *self = self.mul_small(small);
         let zeros = exponent / LIMB_DIGITS;
         self.limbs.splice(0..0, std::iter::repeat_n(0, zeros));
+    }
+
+    fn mul_pow2(&self, exponent: usize) -> BigUint {
+        let mut out = self.clone();
+        for _ in 0..exponent / 29 {
+            out = out.mul_small(1 << 29);
+        }
+        out.mul_small(1 << (exponent % 29))
     }
 
     fn div_rem_small(&self, divisor: u32) -> (BigUint, u32) {
