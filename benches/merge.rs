@@ -142,6 +142,7 @@ fn main() {
         }],
         offset: None,
         limit: Some(Count::Literal(100)),
+        sort_names: vec![],
     };
     run(
         "ORDER BY id DESC LIMIT 100",
@@ -202,6 +203,7 @@ fn main() {
         }],
         offset: None,
         limit: None,
+        sort_names: vec![],
     };
     run(
         "GROUP BY grp: count, sum, avg",

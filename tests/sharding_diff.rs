@@ -371,7 +371,10 @@ async fn diff_cluster(cluster: &str, shards: usize) {
 /// The corpus on `diff_single` and on database `cluster` at `port`
 /// (sleddog, whose log helps when it refuses the connection).
 async fn diff_against(port: u16, cluster: &str, shards: usize, sleddog: Option<&Sleddog>) {
-    let cases = corpus();
+    let mut cases = corpus();
+    if let Ok(only) = std::env::var("DIFF_ONLY") {
+        cases.retain(|c| c.sql.contains(&only));
+    }
     let direct = postgres(SINGLE).await;
     let mut proxied = connect_to(port, cluster, sleddog).await;
     let mut failures = Vec::new();

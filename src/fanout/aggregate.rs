@@ -209,10 +209,13 @@ impl AggState {
                 }
             }
             Merge::AvgFloat { sum, count } => {
-                let (s, n) = avg_partials(partials, mismatch)?;
-                let s = match s {
-                    Datum::Float(x) => Some(*x),
-                    Datum::Null => None,
+                // The shard's own avg (float8) times its count, not the
+                // sum partial: sum(float4) is a float4 and loses digits
+                // that Postgres's float8 accumulation of avg keeps.
+                let (_, n) = avg_partials(partials, mismatch)?;
+                let s = match (value, n) {
+                    (Datum::Float(avg), Some(n)) => Some(avg * n as f64),
+                    (Datum::Null, _) | (_, None) => None,
                     _ => return Err(mismatch()),
                 };
                 if let (Some(s), Some(n)) = (s, n) {
@@ -605,9 +608,11 @@ mod tests {
             "1.6666666666666667"
         );
         // avg over (1.5),(2.25),(-3.125),(10): 2.6562500000000000.
+        // Each shard's avg (float8) and count carry it; the sum partial
+        // may be a float4 that lost digits.
         let rows: &[(&str, &[Option<&str>])] = &[
-            ("", &[Some("3.75"), Some("2")]),
-            ("", &[Some("6.875"), Some("2")]),
+            ("1.875", &[Some("3.75"), Some("2")]),
+            ("3.4375", &[Some("6.875"), Some("2")]),
         ];
         assert_eq!(
             merge(AggKind::Avg, oid::NUMERIC, AVG_NUMERIC, rows),
@@ -624,9 +629,11 @@ mod tests {
         );
         let rows: &[(&str, &[Option<&str>])] = &[("", &[None, Some("0")])];
         assert_eq!(merge(AggKind::Avg, oid::NUMERIC, AVG_NUMERIC, rows), "NULL");
+        // Each shard's avg (float8) and count carry it; the sum partial
+        // may be a float4 that lost digits.
         let rows: &[(&str, &[Option<&str>])] = &[
-            ("", &[Some("3.75"), Some("2")]),
-            ("", &[Some("6.875"), Some("2")]),
+            ("1.875", &[Some("3.75"), Some("2")]),
+            ("3.4375", &[Some("6.875"), Some("2")]),
         ];
         assert_eq!(
             merge(AggKind::Avg, oid::FLOAT8, &[oid::FLOAT8, oid::INT8], rows),

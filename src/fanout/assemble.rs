@@ -122,6 +122,22 @@ fn columns(body: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     (at == body.len()).then_some(out)
 }
 
+/// A RowDescription body with only its first `visible` columns.
+fn cut_columns(body: &[u8], visible: usize) -> Option<Vec<u8>> {
+    let count = usize::from(u16::from_be_bytes(body.get(..2)?.try_into().ok()?));
+    if visible >= count {
+        return Some(body.to_vec());
+    }
+    let mut at = 2;
+    for _ in 0..visible {
+        at += body.get(at..)?.iter().position(|&b| b == 0)? + 1 + 18;
+    }
+    let mut cut = Vec::with_capacity(at);
+    cut.extend_from_slice(&(visible as u16).to_be_bytes());
+    cut.extend_from_slice(body.get(2..at)?);
+    Some(cut)
+}
+
 /// Why the replies could not be put together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AssembleError {
@@ -244,10 +260,14 @@ fn answers<'a>(ops: &[Op], reply: &'a [u8]) -> Result<Vec<Answer<'a>>, AssembleE
 /// The combined reply. `rows` takes the rows of the result the merge is
 /// for (the Execute, or the Query's first result); other results stream.
 /// Returns the transaction status of the last ReadyForQuery.
+///
+/// `visible`: the client's columns of a merged result (helper columns
+/// follow), `usize::MAX` for all; a Describe of the statement is cut to it.
 pub fn assemble<R: Rows>(
     ops: &[Op],
     replies: &[&[u8]],
     rows: &mut R,
+    visible: usize,
     out: &mut BytesMut,
 ) -> Result<TransactionStatus, AssembleError> {
     let shards: Vec<Vec<Answer<'_>>> = replies
@@ -281,7 +301,7 @@ pub fn assemble<R: Rows>(
         if failed {
             continue;
         }
-        extended(*op, &each, rows, &mut merged, out)?;
+        extended(*op, &each, rows, visible, &mut merged, out)?;
     }
     Ok(status)
 }
@@ -316,6 +336,7 @@ fn extended<R: Rows>(
     op: Op,
     each: &[&Answer<'_>],
     rows: &mut R,
+    visible: usize,
     merged: &mut bool,
     out: &mut BytesMut,
 ) -> Result<(), AssembleError> {
@@ -330,10 +351,32 @@ fn extended<R: Rows>(
                 describe(each, rows)?;
             }
         }
-        Op::DescribePortal { .. } | Op::DescribeStatement => {
+        Op::DescribeStatement => {
+            // Formats are not known before Bind (all zero here), so this
+            // description is checked and cut on its own, not kept for rows.
             if let Some(parameters) = find(first, BackendKind::ParameterDescription) {
                 put_message(out, BackendKind::ParameterDescription.tag(), parameters);
             }
+            match find(first, BackendKind::RowDescription) {
+                Some(body) => {
+                    for (shard, answer) in each.iter().enumerate().skip(1) {
+                        if let Some(other) = find(answer, BackendKind::RowDescription) {
+                            same_columns(body, other).map_err(|column| {
+                                AssembleError::Merge(format!(
+                                    "shard {shard} returned different columns ({column})"
+                                ))
+                            })?;
+                        }
+                    }
+                    let cut = cut_columns(body, visible).ok_or_else(|| {
+                        AssembleError::Protocol("malformed RowDescription".to_owned())
+                    })?;
+                    put_message(out, BackendKind::RowDescription.tag(), &cut);
+                }
+                None => write::no_data(out),
+            }
+        }
+        Op::DescribePortal { .. } => {
             if describe(each, rows)? {
                 rows.client_description(out);
             } else {
@@ -634,7 +677,14 @@ mod tests {
         let a = simple_reply(100, &["1", "2"], b'I');
         let b = simple_reply(200, &["3"], b'I');
         let mut out = BytesMut::new();
-        let status = assemble(&[Op::Query], &[&a, &b], &mut Stream::default(), &mut out).unwrap();
+        let status = assemble(
+            &[Op::Query],
+            &[&a, &b],
+            &mut Stream::default(),
+            usize::MAX,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(status, TransactionStatus::Idle);
         use BackendKind::*;
         assert_eq!(
@@ -664,7 +714,13 @@ mod tests {
         msg(&mut b, BackendKind::CommandComplete, b"SELECT 0\0");
         msg(&mut b, BackendKind::ReadyForQuery, b"I");
         let mut out = BytesMut::new();
-        let error = assemble(&[Op::Query], &[&a, &b], &mut Stream::default(), &mut out);
+        let error = assemble(
+            &[Op::Query],
+            &[&a, &b],
+            &mut Stream::default(),
+            usize::MAX,
+            &mut out,
+        );
         let Err(AssembleError::Merge(why)) = error else {
             panic!("expected a merge error, got {error:?}");
         };
@@ -699,7 +755,14 @@ mod tests {
             Op::Sync,
         ];
         let mut out = BytesMut::new();
-        let status = assemble(&ops, &[&ok, &bad], &mut Stream::default(), &mut out).unwrap();
+        let status = assemble(
+            &ops,
+            &[&ok, &bad],
+            &mut Stream::default(),
+            usize::MAX,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(status, TransactionStatus::Failed);
         use BackendKind::*;
         assert_eq!(kinds(&out), [ParseComplete, ErrorResponse, ReadyForQuery]);
@@ -730,7 +793,14 @@ mod tests {
             Op::Sync,
         ];
         let mut out = BytesMut::new();
-        assemble(&ops, &[&a, &b], &mut Stream::default(), &mut out).unwrap();
+        assemble(
+            &ops,
+            &[&a, &b],
+            &mut Stream::default(),
+            usize::MAX,
+            &mut out,
+        )
+        .unwrap();
         use BackendKind::*;
         assert_eq!(
             kinds(&out),

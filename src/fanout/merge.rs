@@ -26,7 +26,7 @@ use self::group::Grouper;
 use self::having::ParamValue;
 use self::wire::{split_data_row, RowDescription, Span};
 use crate::fanout::datum::DatumError;
-use crate::fanout::plan::{Count, Expr, MergePlan};
+use crate::fanout::plan::{Count, Expr, MergePlan, SortKey, NAMED_COLUMN};
 
 /// Why a merge failed; the relay sends it to the client as an
 /// ErrorResponse with [`MergeError::sqlstate`].
@@ -215,20 +215,15 @@ impl Merge {
     }
 
     fn activate(&self, description: RowDescription, shard: usize) -> Result<Active, MergeError> {
-        check_plan(&self.plan, description.len())?;
+        let order_by = resolve_sort_names(&self.plan, &description)?;
+        check_plan(&self.plan, &order_by, description.len())?;
         let visible = self.plan.visible.min(description.len());
         let grouper = match &self.plan.aggregate {
             Some(aggregate) => Some(Grouper::new(aggregate, &description)?),
             None => None,
         };
         let bound = self.limit.map(|limit| self.offset.saturating_add(limit));
-        let collector = Collector::new(
-            &self.plan.order_by,
-            &description,
-            visible,
-            self.plan.distinct,
-            bound,
-        );
+        let collector = Collector::new(&order_by, &description, visible, self.plan.distinct, bound);
         Ok(Active {
             description,
             first_shard: shard,
@@ -280,9 +275,43 @@ fn check_same(
     Ok(())
 }
 
+/// The plan's sort keys with the columns `sort_names` names (under
+/// `SELECT *`) found in the description: exactly one column of that name.
+fn resolve_sort_names(
+    plan: &MergePlan,
+    description: &RowDescription,
+) -> Result<Vec<SortKey>, MergeError> {
+    plan.order_by
+        .iter()
+        .map(|key| {
+            let Some(index) = key.column.checked_sub(NAMED_COLUMN) else {
+                return Ok(*key);
+            };
+            let name = plan
+                .sort_names
+                .get(index)
+                .ok_or_else(|| MergeError::Plan(format!("sort name {index}")))?;
+            let mut found = description
+                .fields
+                .iter()
+                .enumerate()
+                .filter(|(_, field)| field.name == name.as_bytes());
+            match (found.next(), found.next()) {
+                (Some((column, _)), None) => Ok(SortKey { column, ..*key }),
+                (None, _) => Err(MergeError::Plan(format!(
+                    "ORDER BY \"{name}\" names no column of the result"
+                ))),
+                (Some(_), Some(_)) => Err(MergeError::Plan(format!(
+                    "ORDER BY \"{name}\" is ambiguous: several result columns have that name"
+                ))),
+            }
+        })
+        .collect()
+}
+
 /// Every column the plan names must exist in the shards' rows.
-fn check_plan(plan: &MergePlan, columns: usize) -> Result<(), MergeError> {
-    let mut named: Vec<usize> = plan.order_by.iter().map(|k| k.column).collect();
+fn check_plan(plan: &MergePlan, order_by: &[SortKey], columns: usize) -> Result<(), MergeError> {
+    let mut named: Vec<usize> = order_by.iter().map(|k| k.column).collect();
     if let Some(aggregate) = &plan.aggregate {
         named.extend(&aggregate.group_by);
         for column in &aggregate.aggregates {
@@ -472,6 +501,7 @@ mod tests {
             aggregate: None,
             distinct: false,
             order_by: vec![],
+            sort_names: vec![],
             offset: None,
             limit: None,
         }
@@ -1199,7 +1229,7 @@ mod perf {
     use bytes::BufMut;
 
     use super::*;
-    use crate::fanout::plan::{AggKind, AggregateColumn, AggregatePlan, SortKey};
+    use crate::fanout::plan::{AggKind, AggregateColumn, AggregatePlan};
 
     fn description(fields: &[(&str, u32)]) -> Vec<u8> {
         let mut out = BytesMut::new();
@@ -1269,6 +1299,7 @@ mod perf {
             }],
             offset: None,
             limit: Some(Count::Literal(100)),
+            sort_names: vec![],
         };
         time("order by int limit 100", plan.clone(), &fields, &data);
         plan.order_by[0].column = 1;
@@ -1288,6 +1319,7 @@ mod perf {
             order_by: vec![],
             offset: None,
             limit: None,
+            sort_names: vec![],
         };
         let fields = [("g", 20), ("count", 20), ("sum", 20)];
         let data = rows(1_000_000, |i| {

@@ -45,6 +45,10 @@ pub struct MergePlan {
     pub distinct: bool,
     /// Applied after aggregation and DISTINCT.
     pub order_by: Vec<SortKey>,
+    /// Under `SELECT *`, sort keys the select list does not place: the
+    /// column named `sort_names[i]` is `SortKey::column == NAMED_COLUMN + i`,
+    /// found by name in the shards' RowDescription.
+    pub sort_names: Vec<String>,
     pub offset: Option<Count>,
     pub limit: Option<Count>,
 }
@@ -99,6 +103,9 @@ pub struct SortKey {
     /// Postgres's default: NULLS FIRST for DESC, NULLS LAST for ASC.
     pub nulls_first: bool,
 }
+
+/// The first `SortKey::column` that names a column by `sort_names`.
+pub const NAMED_COLUMN: usize = usize::MAX / 2;
 
 /// A LIMIT or OFFSET count: a literal, or a parameter bound at Bind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -905,19 +912,25 @@ mod tests {
     }
 
     #[test]
-    fn star_with_helper_columns_is_rejected() {
-        let error = rejected("SELECT * FROM t ORDER BY id LIMIT 10");
-        assert_eq!(
-            error.what,
-            "SELECT * with ORDER BY on a column it does not list by name"
-        );
-        let error = rejected("SELECT *, a AS b FROM t ORDER BY b");
-        assert_eq!(
-            error.what,
-            "SELECT * with ORDER BY on a column it does not list by name"
-        );
+    fn star_sorts_by_name_and_rejects_positions_it_cannot_place() {
+        // The column's place in `*` is known only from the RowDescription.
+        for (sql, name) in [
+            ("SELECT * FROM t ORDER BY id LIMIT 10", "id"),
+            ("SELECT *, a AS b FROM t ORDER BY b", "b"),
+            ("SELECT * FROM t u ORDER BY u.id DESC", "id"),
+        ] {
+            let merge = plan(sql).unwrap().merge.unwrap();
+            assert_eq!(merge.sort_names, vec![name.to_string()], "{sql}");
+            assert_eq!(merge.order_by[0].column, NAMED_COLUMN, "{sql}");
+            assert_eq!(merge.visible, ALL_COLUMNS, "{sql}");
+        }
         let error = rejected("SELECT a, * FROM t ORDER BY 3");
         assert_eq!(error.what, "ORDER BY 3 after a * in the select list");
+        let error = rejected("SELECT * FROM t ORDER BY lower(name)");
+        assert_eq!(
+            error.what,
+            "SELECT * with ORDER BY on a column it does not list by name"
+        );
     }
 
     // Everything else.

@@ -102,6 +102,8 @@ pub struct Fanned {
     pub closes: u32,
     /// Bind parameters of the request (for LIMIT $n), as (format, value).
     pub params: Vec<(i16, Option<Vec<u8>>)>,
+    /// The client's columns of a merged result (`usize::MAX`: all).
+    pub visible: usize,
 }
 
 /// How a batch's text maps to what the shards run: `shard_sql(client

@@ -1143,12 +1143,28 @@ impl<'a> Relay<'a> {
                 .client_idle_in_transaction_timeout
                 .map(|limit| (limit, Wake::IdleInTransaction)),
         };
+        // Sharded cluster: a request cannot follow one still in flight on
+        // this shard's connection, since it may be for another shard; it
+        // waits in the buffer until the reply is in and is routed then.
+        let sharded = self.cluster.shard_count() > 1;
+        let hold_client = sharded && self.pending > 0 && !self.unsynced && !self.copy_in;
+        if sharded && !hold_client && !self.client.buf.is_empty() {
+            let batch = scan_client(&self.client.buf, self.unsynced).map_err(End::Protocol)?;
+            if batch.len > 0 && (batch.sync_points > 0 || batch.terminate) {
+                return self.client_request(batch).await;
+            }
+        }
         let shutdown = self.handle.shutdown.clone();
         let server: &mut ServerConn = self.server.as_mut().expect("active needs a server");
         let client = &mut *self.client;
         let io = rt::race(
             async { Wake::Server(read_more(&mut server.stream, &mut server.buf).await) },
-            async { Wake::Client(client.read_more().await) },
+            async {
+                if hold_client {
+                    rt::never().await;
+                }
+                Wake::Client(client.read_more().await)
+            },
         );
         let wake = if query_timeout.is_none() && idle_timeout.is_none() && !can_stop {
             io.await
@@ -1189,12 +1205,7 @@ impl<'a> Relay<'a> {
             Wake::Client(Ok(n)) if n > 0 => {
                 while self.listen_here().await? {}
                 let batch = scan_client(&self.client.buf, self.unsynced).map_err(End::Protocol)?;
-                if self.between_requests(&batch) {
-                    if let shards::Step::Done = self.route_in_transaction(&batch).await? {
-                        return Ok(());
-                    }
-                }
-                self.forward_client(batch).await
+                self.client_request(batch).await
             }
             Wake::Notify => self.deliver_notifications().await,
             Wake::Client(_) => Err(End::ClientGone),
@@ -1206,6 +1217,18 @@ impl<'a> Relay<'a> {
             Wake::IdleInTransaction => Err(End::IdleInTransaction),
             Wake::Shutdown => Err(End::Shutdown),
         }
+    }
+
+    /// Client bytes while holding a server connection: on a sharded
+    /// cluster a new request between transactions' statements is routed
+    /// first; the rest goes to the server.
+    async fn client_request(&mut self, batch: ClientBatch) -> Result<(), End> {
+        if self.between_requests(&batch) {
+            if let shards::Step::Done = self.route_in_transaction(&batch).await? {
+                return Ok(());
+            }
+        }
+        self.forward_client(batch).await
     }
 
     /// Sharded cluster, a transaction open on `server`, everything sent

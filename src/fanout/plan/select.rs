@@ -15,6 +15,7 @@ use super::limit::{self, Bound};
 use super::node::{self, bare_name, is_star, key, output_name, position};
 use super::{
     AggKind, AggregateColumn, AggregatePlan, FanoutQuery, MergePlan, SortKey, ALL_COLUMNS,
+    NAMED_COLUMN,
 };
 use crate::fanout::Unsupported;
 
@@ -141,6 +142,7 @@ pub(super) fn plan(select: &SelectStmt, sql: &str) -> Result<FanoutQuery, Unsupp
             aggregate,
             distinct: shape.distinct,
             order_by,
+            sort_names: planner.sort_names,
             offset: shape.offset.offset(),
             limit: shape.limit.limit(),
         }),
@@ -170,6 +172,8 @@ struct Planner<'a> {
     hidden: Vec<Node>,
     group_by: Vec<usize>,
     aggregates: Vec<AggregateColumn>,
+    /// ORDER BY columns of a `*`, by name (`MergePlan::sort_names`).
+    sort_names: Vec<String>,
 }
 
 impl<'a> Planner<'a> {
@@ -202,6 +206,7 @@ impl<'a> Planner<'a> {
             hidden: Vec::new(),
             group_by: Vec::new(),
             aggregates: Vec::new(),
+            sort_names: Vec::new(),
         })
     }
 
@@ -400,6 +405,20 @@ impl<'a> Planner<'a> {
             return Ok(column);
         }
         if !aggregation {
+            if self.star.is_some() {
+                // A column of the `*`: found by name once the shards
+                // describe their rows.
+                if let Some(name) = column_name(expression) {
+                    let index = match self.sort_names.iter().position(|n| *n == name) {
+                        Some(index) => index,
+                        None => {
+                            self.sort_names.push(name);
+                            self.sort_names.len() - 1
+                        }
+                    };
+                    return Ok(NAMED_COLUMN + index);
+                }
+            }
             return self.column(expression, "ORDER BY");
         }
         if let Some(column) = self.aggregate(expression, "ORDER BY")? {
@@ -440,5 +459,16 @@ pub(super) fn route(what: &str) -> Unsupported {
     Unsupported {
         what: what.to_string(),
         hint: Unsupported::route_hint(),
+    }
+}
+
+/// The column a plain column reference names (`id`, `u.id`): its last field.
+fn column_name(expression: &Node) -> Option<String> {
+    match expression.node.as_ref()? {
+        NodeEnum::ColumnRef(column) => match column.fields.last()?.node.as_ref()? {
+            NodeEnum::String(name) => Some(name.sval.clone()),
+            _ => None,
+        },
+        _ => None,
     }
 }

@@ -257,6 +257,11 @@ impl Relay<'_> {
             }
             None => FanRows::Stream(Stream::default()),
         };
+        let mut fanned = fanned;
+        fanned.visible = query
+            .as_ref()
+            .and_then(|q| q.merge.as_ref())
+            .map_or(usize::MAX, |m| m.visible);
         let conns = match self.attach(batch, &shards).await? {
             Some(conns) => conns,
             None => return Ok(()),
@@ -381,10 +386,13 @@ impl Relay<'_> {
         };
         let slices: Vec<&[u8]> = replies.iter().map(|r| &r[..]).collect();
         let mut out = BytesMut::new();
+        let visible = fanned.visible;
         let assembled = match &mut rows {
-            FanRows::Stream(stream) => assemble::assemble(&fanned.ops, &slices, stream, &mut out),
+            FanRows::Stream(stream) => {
+                assemble::assemble(&fanned.ops, &slices, stream, visible, &mut out)
+            }
             FanRows::Merge(merge) => {
-                assemble::assemble(&fanned.ops, &slices, merge.as_mut(), &mut out)
+                assemble::assemble(&fanned.ops, &slices, merge.as_mut(), visible, &mut out)
             }
         };
         let status = match assembled {
