@@ -104,7 +104,7 @@ async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     client
         .simple_query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
         .iter()
         .filter_map(|m| match m {
             SimpleQueryMessage::Row(row) => Some(
@@ -433,4 +433,43 @@ async fn cross_shard_disabled_refuses_fan_out_only() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_local_routes_the_rest_of_its_transaction() {
+    let client = client().await;
+    client
+        .simple_query("insert into tenant_b.orders values (7, 'local')")
+        .await
+        .unwrap();
+    // PgDog's example: the whole transaction goes to tenant_b's shard.
+    client.simple_query("begin").await.unwrap();
+    client
+        .simple_query("set local search_path to public, tenant_b")
+        .await
+        .unwrap();
+    let got = rows(
+        &client,
+        "select id, current_database() from orders where id = 7",
+    )
+    .await;
+    assert_eq!(got, vec![vec![Some("7".into()), Some("shd_1".into())]]);
+    // A table the search path does not place still reads the setting the
+    // server applied: it ran there after the BEGIN.
+    let path = rows(&client, "show search_path").await;
+    assert_eq!(path, vec![vec![Some("public, tenant_b".into())]]);
+    client.simple_query("commit").await.unwrap();
+
+    client.simple_query("begin").await.unwrap();
+    client
+        .simple_query("set local pgdog.shard to 1")
+        .await
+        .unwrap();
+    let db = rows(&client, "select current_database()").await;
+    assert_eq!(db, vec![vec![Some("shd_1".into())]]);
+    client.simple_query("rollback").await.unwrap();
+    client
+        .simple_query("delete from tenant_b.orders where id = 7")
+        .await
+        .unwrap();
 }

@@ -231,6 +231,8 @@ pub struct Relay<'a> {
     /// Sharded cluster: the shard the last request any shard could answer
     /// went to (kept for the session under `omnisharded_sticky`).
     sticky_shard: Option<usize>,
+    /// Sharded cluster: what the open transaction set for its routing.
+    transaction_sharding: shards::TransactionSharding,
 }
 
 impl<'a> Relay<'a> {
@@ -284,6 +286,7 @@ impl<'a> Relay<'a> {
             shard: 0,
             parked: Vec::new(),
             sticky_shard: None,
+            transaction_sharding: shards::TransactionSharding::default(),
         }
     }
 
@@ -630,6 +633,15 @@ impl<'a> Relay<'a> {
         let Some(sql) = self.deferred_begin.take() else {
             return Ok(TransactionStatus::Idle);
         };
+        if !self.transaction_sharding.statements.is_empty() {
+            // Sharding settings the transaction made before this shard
+            // joined it run after its BEGIN.
+            if self.open_transaction(conn, &sql).await {
+                return Ok(TransactionStatus::InTransaction);
+            }
+            let message = "could not start the transaction".to_owned();
+            return Err(("08006".to_owned(), message));
+        }
         let sent = if ahead {
             rt::timeout(RESET_TIMEOUT, conn.send_begin(&sql)).await
         } else {

@@ -14,7 +14,29 @@ use crate::protocol::frame;
 use crate::protocol::frontend::{BindParts, FrontendKind, FrontendMessage};
 use crate::protocol::DEFAULT_MAX_MESSAGE_LEN;
 use crate::router::plans::PlanCache;
-use crate::router::shard::{ResolveInput, RouteError, Target};
+use crate::router::shard::{ResolveInput, RouteError, ShardSetting, Target};
+
+/// A request that is one `SET [LOCAL]` of `search_path`, `pgdog.shard` or
+/// `pgdog.sharding_key` (or its `RESET`): what it sets, and whether LOCAL.
+pub fn sharding_setting(
+    batch: &[u8],
+    cache: &mut PlanCache,
+    schema: &ShardingSchema,
+) -> Option<(bool, ShardSetting)> {
+    let header = frame::header(batch, DEFAULT_MAX_MESSAGE_LEN).ok()??;
+    if header.total_len != batch.len() {
+        return None;
+    }
+    let Ok(FrontendMessage::Query { sql }) = FrontendMessage::decode(batch) else {
+        return None;
+    };
+    let planned = cache.route(sql, schema);
+    let plan = planned.plan.as_ref()?;
+    if let Some(setting) = plan.local_setting(sql) {
+        return Some((true, setting));
+    }
+    plan.session_setting(sql).map(|setting| (false, setting))
+}
 
 /// The session's sharding settings (`SET pgdog.shard`, `SET
 /// pgdog.sharding_key`, `search_path`).

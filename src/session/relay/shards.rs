@@ -8,6 +8,8 @@
 
 use std::rc::Rc;
 
+use shards::ShardId;
+
 use bytes::{Buf, BytesMut};
 
 use super::{Checkout, End, Relay};
@@ -19,11 +21,36 @@ use crate::protocol::backend::TransactionStatus;
 use crate::protocol::frontend::FrontendMessage;
 use crate::protocol::write::{self, Severity};
 use crate::protocol::{frame, DEFAULT_MAX_MESSAGE_LEN};
+use crate::router::shard::ShardSetting;
 use crate::router::Transaction;
 use crate::rt;
 use crate::session::fanout::{self, StatementSource};
 use crate::session::scan::ClientBatch;
 use crate::session::shard_route::{self, Decision, SessionSharding};
+
+/// What a transaction set for its routing (`SET LOCAL search_path`,
+/// `pgdog.shard`, `pgdog.sharding_key`, or their session-level `SET` inside
+/// it): it routes the rest of the transaction, and the statements replay on
+/// each shard the transaction attaches later, after its `BEGIN`.
+#[derive(Default)]
+pub(super) struct TransactionSharding {
+    search_path: Option<String>,
+    shard: Option<Option<ShardId>>,
+    key: Option<Option<String>>,
+    /// The statements, in order, for shards attached later.
+    pub(super) statements: Vec<String>,
+}
+
+impl TransactionSharding {
+    fn set(&mut self, setting: ShardSetting, sql: String) {
+        match setting {
+            ShardSetting::SearchPath(path) => self.search_path = Some(path),
+            ShardSetting::Shard(shard) => self.shard = Some(shard),
+            ShardSetting::ShardingKey(key) => self.key = Some(key),
+        }
+        self.statements.push(sql);
+    }
+}
 
 /// Where the relay takes a request on a sharded cluster.
 pub(super) enum Step {
@@ -37,6 +64,11 @@ impl Relay<'_> {
     /// Sharded cluster, no server held: picks the shard for the request, or
     /// fans it out, or refuses it.
     pub(super) async fn route_shards(&mut self, batch: &ClientBatch) -> Result<Step, End> {
+        if self.status == TransactionStatus::Idle && self.deferred_begin.is_none() {
+            self.transaction_sharding = TransactionSharding::default();
+        } else if self.deferred_begin.is_some() && self.hold_setting(batch).await? {
+            return Ok(Step::Done);
+        }
         match self.shard_decision(batch) {
             Decision::Any => {
                 if !self.cluster.omnisharded_sticky || self.sticky_shard.is_none() {
@@ -70,6 +102,13 @@ impl Relay<'_> {
     /// attach that shard's), for several (fan out over all of them), or end
     /// a transaction that spans shards (fan out to the attached ones).
     pub(super) async fn route_in_transaction(&mut self, batch: &ClientBatch) -> Result<Step, End> {
+        if let Some((_, setting)) = self.setting_of(batch) {
+            // Runs here, on the shard the transaction is on; routes what
+            // follows, and replays on shards attached later.
+            let sql = query_text(&self.client.buf[..batch.len]);
+            self.transaction_sharding.set(setting, sql);
+            return Ok(Step::Here);
+        }
         if !self.parked.is_empty() {
             if let Some(single) = self.ends_transaction_alone(batch) {
                 if !single {
@@ -133,19 +172,57 @@ impl Relay<'_> {
         self.fan_out(batch, shards, fanout).await
     }
 
+    /// A held `BEGIN` and nothing attached yet: a `SET LOCAL` of a sharding
+    /// setting is held too (answered `SET`), so the statement after it can
+    /// be routed by it; it runs after the `BEGIN` on every shard attached.
+    async fn hold_setting(&mut self, batch: &ClientBatch) -> Result<bool, End> {
+        let Some((true, setting)) = self.setting_of(batch) else {
+            return Ok(false);
+        };
+        let sql = query_text(&self.client.buf[..batch.len]);
+        self.transaction_sharding.set(setting, sql);
+        self.client.buf.advance(batch.len);
+        write::command_complete(&mut self.client.out, "SET");
+        write::ready_for_query(&mut self.client.out, self.status);
+        self.client.flush().await.map_err(|_| End::ClientGone)?;
+        Ok(true)
+    }
+
+    fn setting_of(&self, batch: &ClientBatch) -> Option<(bool, ShardSetting)> {
+        if batch.sync_points != 1 || batch.unsynced {
+            return None;
+        }
+        shard_route::sharding_setting(
+            &self.client.buf[..batch.len],
+            &mut self.cluster.plans.borrow_mut(),
+            &self.cluster.sharding,
+        )
+    }
+
     fn shard_decision(&self, batch: &ClientBatch) -> Decision {
-        let shard = self
-            .params
-            .get("pgdog.shard")
-            .and_then(|v| v.trim().parse::<u16>().ok())
-            .map(shards::ShardId);
-        let session = SessionSharding {
-            shard,
-            key: self
+        let local = &self.transaction_sharding;
+        let shard = match local.shard {
+            Some(shard) => shard,
+            None => self
+                .params
+                .get("pgdog.shard")
+                .and_then(|v| v.trim().parse::<u16>().ok())
+                .map(ShardId),
+        };
+        let key = match &local.key {
+            Some(key) => key.as_deref(),
+            None => self
                 .params
                 .get("pgdog.sharding_key")
                 .filter(|v| !v.is_empty()),
-            search_path: self.params.get("search_path"),
+        };
+        let session = SessionSharding {
+            shard,
+            key,
+            search_path: local
+                .search_path
+                .as_deref()
+                .or_else(|| self.params.get("search_path")),
         };
         shard_route::decide(
             &self.client.buf[..batch.len],
@@ -317,10 +394,7 @@ impl Relay<'_> {
             conn.prepared.set_limit(self.settings.statements_limit);
             let ready = match self.bring_to_client_settings(&mut conn).await {
                 Ok(()) => match &begin {
-                    Some(sql) => matches!(
-                        rt::timeout(super::RESET_TIMEOUT, conn.begin(sql)).await,
-                        Some(Ok(()))
-                    ),
+                    Some(sql) => self.open_transaction(&mut conn, sql).await,
                     None => true,
                 },
                 Err(_) => false,
@@ -337,6 +411,22 @@ impl Relay<'_> {
             self.status = TransactionStatus::InTransaction;
         }
         Ok(Some(conns))
+    }
+
+    /// Runs the transaction's `BEGIN` on a newly attached connection, then
+    /// the sharding settings the transaction made so far.
+    pub(super) async fn open_transaction(&self, conn: &mut PooledConn, begin: &str) -> bool {
+        // One round trip: BEGIN and the settings in one simple Query, which
+        // must end inside the transaction.
+        let mut sql = begin.trim_end().trim_end_matches(';').to_owned();
+        for statement in &self.transaction_sharding.statements {
+            sql.push_str("; ");
+            sql.push_str(statement);
+        }
+        matches!(
+            rt::timeout(super::RESET_TIMEOUT, conn.begin(&sql)).await,
+            Some(Ok(()))
+        )
     }
 
     /// Puts connections back where they came from after a failed attach:
@@ -471,6 +561,14 @@ fn combined(replies: &[&[u8]]) -> TransactionStatus {
         }
     }
     status
+}
+
+/// The text of a batch that is one simple Query.
+fn query_text(batch: &[u8]) -> String {
+    match FrontendMessage::decode(batch) {
+        Ok(FrontendMessage::Query { sql }) => sql.to_owned(),
+        _ => String::new(),
+    }
 }
 
 /// The whole messages of a batch.
