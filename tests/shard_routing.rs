@@ -473,3 +473,94 @@ async fn set_local_routes_the_rest_of_its_transaction() {
         .await
         .unwrap();
 }
+
+/// Two ids Postgres hashing puts on shards 0 and 1.
+fn one_on_each_shard(from: i64) -> (i64, i64) {
+    let ids: Vec<i64> = (from..from + 40).collect();
+    let places = postgres_shard_of(&ids);
+    let on = |shard: usize| ids[places.iter().position(|&p| p == shard).unwrap()];
+    (on(0), on(1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn savepoints_and_failures_cover_every_shard_of_a_transaction() {
+    let (a, b) = one_on_each_shard(6000);
+    let client = client().await;
+    // ROLLBACK TO a savepoint undoes the work on every shard after it.
+    client.simple_query("begin").await.unwrap();
+    client
+        .simple_query(&format!("insert into users (id, email) values ({a}, 'a')"))
+        .await
+        .unwrap();
+    client.simple_query("savepoint s").await.unwrap();
+    client
+        .simple_query(&format!("insert into users (id, email) values ({b}, 'b')"))
+        .await
+        .unwrap();
+    client
+        .simple_query(&format!(
+            "update users set email = 'changed' where id = {a}"
+        ))
+        .await
+        .unwrap();
+    client
+        .simple_query("rollback to savepoint s")
+        .await
+        .unwrap();
+    client.simple_query("commit").await.unwrap();
+    assert_eq!(
+        ids_on(
+            0,
+            &format!("select id from users where id = {a} and email = 'a'")
+        ),
+        vec![a]
+    );
+    assert!(ids_on(1, &format!("select id from users where id = {b}")).is_empty());
+
+    // A failure on one shard fails the transaction: COMMIT rolls back all.
+    client.simple_query("begin").await.unwrap();
+    client
+        .simple_query(&format!("insert into users (id, email) values ({b}, 'b')"))
+        .await
+        .unwrap();
+    let duplicate = client
+        .simple_query(&format!(
+            "insert into users (id, email) values ({a}, 'again')"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&duplicate), "23505");
+    let aborted = client.simple_query("select 1").await.unwrap_err();
+    assert_eq!(sqlstate(&aborted), "25P02");
+    let ended = client.simple_query("commit").await.unwrap();
+    let tag = ended.iter().find_map(|m| match m {
+        SimpleQueryMessage::CommandComplete(_) => Some(()),
+        _ => None,
+    });
+    assert!(tag.is_some());
+    assert!(ids_on(1, &format!("select id from users where id = {b}")).is_empty());
+
+    // COMMIT among other statements of a transaction on two shards is refused.
+    client.simple_query("begin").await.unwrap();
+    client
+        .simple_query(&format!("update users set email = 'x' where id = {a}"))
+        .await
+        .unwrap();
+    client
+        .simple_query(&format!("insert into users (id, email) values ({b}, 'b')"))
+        .await
+        .unwrap();
+    let refused = client
+        .simple_query(&format!(
+            "update users set email = 'y' where id = {b}; commit"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&refused), "0A000");
+    client.simple_query("rollback").await.unwrap();
+    assert!(ids_on(1, &format!("select id from users where id = {b}")).is_empty());
+    client
+        .simple_query(&format!("delete from users where id = {a}"))
+        .await
+        .unwrap();
+}

@@ -34,19 +34,29 @@ pub enum Op {
     Sync,
     /// A simple Query: any number of results, then ReadyForQuery.
     Query,
+    /// A Close sleddog answers itself (the shards use unnamed statements
+    /// and portals): CloseComplete in its place, none after an error.
+    Close,
+}
+
+/// Why rows could not be passed on or merged: the client's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowsError {
+    pub sqlstate: &'static str,
+    pub message: String,
 }
 
 /// Where the rows of a result go: straight to the client, or into a merge.
 pub trait Rows {
     /// One shard's RowDescription body; the first defines the columns and
     /// every later one must agree.
-    fn description(&mut self, shard: usize, body: &[u8]) -> Result<(), String>;
+    fn description(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError>;
     /// The RowDescription message the client gets.
     fn client_description(&self, out: &mut BytesMut);
     /// One shard's DataRow body.
-    fn row(&mut self, shard: usize, body: &[u8]) -> Result<(), String>;
+    fn row(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError>;
     /// Writes the client's DataRow messages not written yet; the row count.
-    fn finish(&mut self, out: &mut BytesMut) -> Result<u64, String>;
+    fn finish(&mut self, out: &mut BytesMut) -> Result<u64, RowsError>;
 }
 
 /// Rows passed through as they came, shard after shard.
@@ -58,14 +68,16 @@ pub struct Stream {
 }
 
 impl Rows for Stream {
-    fn description(&mut self, shard: usize, body: &[u8]) -> Result<(), String> {
+    fn description(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError> {
         match &self.description {
             None => {
                 self.description = Some(body.to_vec());
                 Ok(())
             }
-            Some(first) => same_columns(first, body)
-                .map_err(|column| format!("shard {shard} returned different columns ({column})")),
+            Some(first) => same_columns(first, body).map_err(|column| RowsError {
+                sqlstate: "XX000",
+                message: format!("shard {shard} returned different columns ({column})"),
+            }),
         }
     }
 
@@ -75,13 +87,13 @@ impl Rows for Stream {
         }
     }
 
-    fn row(&mut self, _shard: usize, body: &[u8]) -> Result<(), String> {
+    fn row(&mut self, _shard: usize, body: &[u8]) -> Result<(), RowsError> {
         self.count += 1;
         put_message(&mut self.rows, BackendKind::DataRow.tag(), body);
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut BytesMut) -> Result<u64, String> {
+    fn finish(&mut self, out: &mut BytesMut) -> Result<u64, RowsError> {
         out.extend_from_slice(&self.rows);
         self.rows.clear();
         Ok(std::mem::take(&mut self.count))
@@ -145,14 +157,14 @@ pub enum AssembleError {
     Protocol(String),
     /// The shards' results cannot be combined (columns differ, a merge
     /// failed): the client gets this as an error.
-    Merge(String),
+    Merge(RowsError),
 }
 
 impl std::fmt::Display for AssembleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AssembleError::Protocol(why) => write!(f, "a shard sent an unexpected reply: {why}"),
-            AssembleError::Merge(why) => write!(f, "{why}"),
+            AssembleError::Merge(why) => write!(f, "{}", why.message),
         }
     }
 }
@@ -198,8 +210,10 @@ fn answers<'a>(ops: &[Op], reply: &'a [u8]) -> Result<Vec<Answer<'a>>, AssembleE
     let mut op = 0;
     let mut skipping = false;
     for message in messages(reply)? {
-        // Skip ops the server skipped after an error, up to the Sync.
-        while skipping && op < ops.len() && ops[op] != Op::Sync {
+        // Skip ops the server skipped after an error, up to the Sync, and
+        // the ones it never saw.
+        while (skipping && op < ops.len() && ops[op] != Op::Sync) || ops.get(op) == Some(&Op::Close)
+        {
             op += 1;
         }
         let Some(&current) = ops.get(op) else {
@@ -246,7 +260,7 @@ fn answers<'a>(ops: &[Op], reply: &'a [u8]) -> Result<Vec<Answer<'a>>, AssembleE
                             | BackendKind::EmptyQueryResponse
                             | BackendKind::PortalSuspended
                     ),
-                    Op::Sync | Op::Query => false,
+                    Op::Sync | Op::Query | Op::Close => false,
                 };
                 if done {
                     op += 1;
@@ -299,6 +313,10 @@ pub fn assemble<R: Rows>(
             continue;
         }
         if failed {
+            continue;
+        }
+        if *op == Op::Close {
+            write::close_complete(out);
             continue;
         }
         extended(*op, &each, rows, visible, &mut merged, out)?;
@@ -362,9 +380,12 @@ fn extended<R: Rows>(
                     for (shard, answer) in each.iter().enumerate().skip(1) {
                         if let Some(other) = find(answer, BackendKind::RowDescription) {
                             same_columns(body, other).map_err(|column| {
-                                AssembleError::Merge(format!(
-                                    "shard {shard} returned different columns ({column})"
-                                ))
+                                AssembleError::Merge(RowsError {
+                                    sqlstate: "XX000",
+                                    message: format!(
+                                        "shard {shard} returned different columns ({column})"
+                                    ),
+                                })
                             })?;
                         }
                     }
@@ -518,23 +539,23 @@ fn query<R: Rows>(
 
 /// [`Rows`] behind a reference, so one loop serves a merge or a stream.
 trait RowsDyn {
-    fn description_dyn(&mut self, shard: usize, body: &[u8]) -> Result<(), String>;
+    fn description_dyn(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError>;
     fn client_description_dyn(&self, out: &mut BytesMut);
-    fn row_dyn(&mut self, shard: usize, body: &[u8]) -> Result<(), String>;
-    fn finish_dyn(&mut self, out: &mut BytesMut) -> Result<u64, String>;
+    fn row_dyn(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError>;
+    fn finish_dyn(&mut self, out: &mut BytesMut) -> Result<u64, RowsError>;
 }
 
 impl<R: Rows> RowsDyn for R {
-    fn description_dyn(&mut self, shard: usize, body: &[u8]) -> Result<(), String> {
+    fn description_dyn(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError> {
         self.description(shard, body)
     }
     fn client_description_dyn(&self, out: &mut BytesMut) {
         self.client_description(out)
     }
-    fn row_dyn(&mut self, shard: usize, body: &[u8]) -> Result<(), String> {
+    fn row_dyn(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError> {
         self.row(shard, body)
     }
-    fn finish_dyn(&mut self, out: &mut BytesMut) -> Result<u64, String> {
+    fn finish_dyn(&mut self, out: &mut BytesMut) -> Result<u64, RowsError> {
         self.finish(out)
     }
 }
@@ -724,6 +745,7 @@ mod tests {
         let Err(AssembleError::Merge(why)) = error else {
             panic!("expected a merge error, got {error:?}");
         };
+        let why = why.message;
         assert!(why.contains("shard 1") && why.contains("\"id\""), "{why}");
     }
 

@@ -97,9 +97,6 @@ pub struct Fanned {
     pub ops: Vec<Op>,
     /// ReadyForQuery messages every shard will send.
     pub ready: u32,
-    /// CloseComplete replies sleddog gives itself, in order with the ops
-    /// (Close of a statement or portal is not sent: the shards use unnamed ones).
-    pub closes: u32,
     /// Bind parameters of the request (for LIMIT $n), as (format, value).
     pub params: Vec<(i16, Option<Vec<u8>>)>,
     /// The client's columns of a merged result (`usize::MAX`: all).
@@ -127,6 +124,9 @@ pub fn build(messages: &[&[u8]], source: &impl StatementSource) -> Result<Fanned
         let decoded = FrontendMessage::decode(message).map_err(|e| e.to_string())?;
         match decoded {
             FrontendMessage::Query { sql } => {
+                if crate::router::first_word(sql).is_some_and(|w| w.eq_ignore_ascii_case("copy")) {
+                    return Err("COPY across shards is not supported yet".to_owned());
+                }
                 write::query(&mut fanned.request, &source.shard_sql(sql));
                 fanned.ops.push(Op::Query);
                 fanned.ready += 1;
@@ -171,7 +171,13 @@ pub fn build(messages: &[&[u8]], source: &impl StatementSource) -> Result<Fanned
                     Op::DescribeStatement
                 });
             }
-            FrontendMessage::Execute { .. } => {
+            FrontendMessage::Execute { max_rows, .. } => {
+                if max_rows > 0 {
+                    // Portal suspension does not carry across shards.
+                    return Err(
+                        "an Execute with a row limit is not supported across shards".to_owned()
+                    );
+                }
                 if !described {
                     write::describe_unnamed(&mut fanned.request, true);
                     fanned.ops.push(Op::DescribePortal { visible: false });
@@ -184,7 +190,9 @@ pub fn build(messages: &[&[u8]], source: &impl StatementSource) -> Result<Fanned
                 fanned.ops.push(Op::Sync);
                 fanned.ready += 1;
             }
-            FrontendMessage::Close { .. } => fanned.closes += 1,
+            // The shards use the unnamed statement and portal: a Close is
+            // answered in its place, and the session forgets the name.
+            FrontendMessage::Close { .. } => fanned.ops.push(Op::Close),
             FrontendMessage::Flush => {}
             other => {
                 return Err(format!(
@@ -195,11 +203,4 @@ pub fn build(messages: &[&[u8]], source: &impl StatementSource) -> Result<Fanned
         }
     }
     Ok(fanned)
-}
-
-/// Appends the replies sleddog owes for Close messages it did not send.
-pub fn answer_closes(out: &mut BytesMut, closes: u32) {
-    for _ in 0..closes {
-        write::close_complete(out);
-    }
 }

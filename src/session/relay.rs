@@ -233,6 +233,10 @@ pub struct Relay<'a> {
     sticky_shard: Option<usize>,
     /// Sharded cluster: what the open transaction set for its routing.
     transaction_sharding: shards::TransactionSharding,
+    /// Sharded cluster: a cross-shard request in the open transaction ran
+    /// something that changes session state; its connections are closed at
+    /// the end rather than pooled.
+    fan_dirty: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -287,6 +291,7 @@ impl<'a> Relay<'a> {
             parked: Vec::new(),
             sticky_shard: None,
             transaction_sharding: shards::TransactionSharding::default(),
+            fan_dirty: false,
         }
     }
 
@@ -549,9 +554,13 @@ impl<'a> Relay<'a> {
             return self.answer_failed_transaction(batch).await;
         }
         if self.cluster.shard_count() > 1 {
+            // Requests pipelined together may be for different shards:
+            // each is routed on its own, the rest wait in the buffer.
+            let batch = shards::first_request(&self.client.buf, batch);
             if let shards::Step::Done = self.route_shards(&batch).await? {
                 return Ok(());
             }
+            return self.start_request_here(batch).await;
         }
         self.start_request_here(batch).await
     }
@@ -827,6 +836,7 @@ impl<'a> Relay<'a> {
         tag: &'static str,
         sql: String,
     ) -> Result<(), End> {
+        self.transaction_sharding.begin = Some(sql.clone());
         self.deferred_begin = Some(sql);
         self.client.buf.advance(batch.len);
         self.status = TransactionStatus::InTransaction;
@@ -933,8 +943,10 @@ impl<'a> Relay<'a> {
         sqlstate: &str,
         message: &str,
     ) -> Result<(), End> {
-        let in_transaction =
-            self.deferred_begin.take().is_some() || self.status == TransactionStatus::Failed;
+        // Connections parked in a sharded transaction keep it open.
+        let in_transaction = self.deferred_begin.take().is_some()
+            || self.status != TransactionStatus::Idle
+            || !self.parked.is_empty();
         self.status = if in_transaction {
             TransactionStatus::Failed
         } else {
@@ -1162,7 +1174,7 @@ impl<'a> Relay<'a> {
         let hold_client = sharded && self.pending > 0 && !self.unsynced && !self.copy_in;
         if sharded && !hold_client && !self.client.buf.is_empty() {
             let batch = scan_client(&self.client.buf, self.unsynced).map_err(End::Protocol)?;
-            if batch.len > 0 && (batch.sync_points > 0 || batch.terminate) {
+            if batch.len > 0 && (batch.sync_points > 0 || batch.terminate || batch.flush) {
                 return self.client_request(batch).await;
             }
         }
@@ -1235,6 +1247,11 @@ impl<'a> Relay<'a> {
     /// cluster a new request between transactions' statements is routed
     /// first; the rest goes to the server.
     async fn client_request(&mut self, batch: ClientBatch) -> Result<(), End> {
+        let batch = if self.cluster.shard_count() > 1 && self.pending == 0 && !self.unsynced {
+            shards::first_request(&self.client.buf, batch)
+        } else {
+            batch
+        };
         if self.between_requests(&batch) {
             if let shards::Step::Done = self.route_in_transaction(&batch).await? {
                 return Ok(());
@@ -1243,11 +1260,11 @@ impl<'a> Relay<'a> {
         self.forward_client(batch).await
     }
 
-    /// Sharded cluster, a transaction open on `server`, everything sent
-    /// answered, and a whole new request in hand: it may be for another shard.
+    /// Sharded cluster, a server held (a transaction open on it, or the
+    /// session pinned to it), everything sent answered, and a whole new
+    /// request in hand: it may be for another shard.
     fn between_requests(&self, batch: &ClientBatch) -> bool {
         self.cluster.shard_count() > 1
-            && self.status != TransactionStatus::Idle
             && self.pending == 0
             && !self.unsynced
             && self.partial == 0
@@ -1514,7 +1531,7 @@ impl<'a> Relay<'a> {
             // carry an error any more. End the session, as Postgres would.
             return Err(End::ServerGone);
         }
-        let in_transaction = self.status != TransactionStatus::Idle;
+        let in_transaction = self.status != TransactionStatus::Idle || !self.parked.is_empty();
         let out = &mut self.client.out;
         if self.settings.session_mode || in_transaction {
             // Session state or an open transaction is gone with the server

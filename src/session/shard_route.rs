@@ -77,7 +77,7 @@ pub fn decide(
 ) -> Decision {
     let mut decision = Decision::Any;
     let mut statements_seen = 0;
-    let mut last_parse: Option<(String, String)> = None;
+    let mut parsed: Vec<(&str, &str)> = Vec::new();
     let mut offset = 0;
     while let Ok(Some(header)) = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN) {
         let end = offset + header.total_len;
@@ -95,7 +95,7 @@ pub fn decide(
             },
             Ok(FrontendKind::Parse) => {
                 if let Ok(FrontendMessage::Parse { name, sql, .. }) = FrontendMessage::decode(msg) {
-                    last_parse = Some((name.to_owned(), sql.to_owned()));
+                    parsed.push((name, sql));
                 }
                 continue;
             }
@@ -103,10 +103,17 @@ pub fn decide(
                 let Ok(parts) = BindParts::decode(msg) else {
                     continue;
                 };
-                let sql = match &last_parse {
-                    Some((name, sql)) if name == parts.statement => sql.clone(),
-                    _ => match statements.get(parts.statement) {
-                        Some(statement) => String::from_utf8_lossy(statement.sql()).into_owned(),
+                let in_batch = parsed
+                    .iter()
+                    .rev()
+                    .find(|(name, _)| *name == parts.statement);
+                let sql = match in_batch {
+                    Some((_, sql)) => *sql,
+                    None => match statements
+                        .get(parts.statement)
+                        .and_then(|s| std::str::from_utf8(s.sql()).ok())
+                    {
+                        Some(sql) => sql,
                         None => continue,
                     },
                 };
@@ -117,7 +124,7 @@ pub fn decide(
                         _ => Format::Text,
                     })
                     .collect();
-                resolve(cache, &sql, &parts.params, &formats, schema, session)
+                resolve(cache, sql, &parts.params, &formats, schema, session)
             }
             _ => continue,
         };

@@ -13,12 +13,12 @@ use shards::ShardId;
 use bytes::{Buf, BytesMut};
 
 use super::{Checkout, End, Relay};
-use crate::fanout::assemble::{self, Rows, Stream};
-use crate::fanout::merge::Merge;
+use crate::fanout::assemble::{self, Rows, RowsError, Stream};
+use crate::fanout::merge::{Merge, MergeError};
 use crate::fanout::plan::FanoutQuery;
 use crate::pool::PooledConn;
 use crate::protocol::backend::TransactionStatus;
-use crate::protocol::frontend::FrontendMessage;
+use crate::protocol::frontend::{DescribeTarget, FrontendKind, FrontendMessage};
 use crate::protocol::write::{self, Severity};
 use crate::protocol::{frame, DEFAULT_MAX_MESSAGE_LEN};
 use crate::router::shard::ShardSetting;
@@ -37,8 +37,11 @@ pub(super) struct TransactionSharding {
     search_path: Option<String>,
     shard: Option<Option<ShardId>>,
     key: Option<Option<String>>,
-    /// The statements, in order, for shards attached later.
+    /// The statements, in order, for shards attached later: settings and
+    /// savepoints.
     pub(super) statements: Vec<String>,
+    /// The `BEGIN` the client sent, when it was held.
+    pub(super) begin: Option<String>,
 }
 
 impl TransactionSharding {
@@ -50,6 +53,23 @@ impl TransactionSharding {
         }
         self.statements.push(sql);
     }
+}
+
+/// Transaction control and settings, which a transaction on several shards
+/// must apply on all of them.
+pub(super) enum Control {
+    /// COMMIT or ROLLBACK (or PREPARE TRANSACTION); `alone`: the request's
+    /// only statement.
+    End {
+        alone: bool,
+    },
+    /// SAVEPOINT or RELEASE.
+    Savepoint,
+    RollbackToSavepoint,
+    /// COMMIT/ROLLBACK PREPARED, PREPARE TRANSACTION alone.
+    TwoPhase,
+    /// SET/RESET, SET TRANSACTION; with what it sets for routing, if that.
+    Setting(Option<ShardSetting>),
 }
 
 /// Where the relay takes a request on a sharded cluster.
@@ -66,7 +86,22 @@ impl Relay<'_> {
     pub(super) async fn route_shards(&mut self, batch: &ClientBatch) -> Result<Step, End> {
         if self.status == TransactionStatus::Idle && self.deferred_begin.is_none() {
             self.transaction_sharding = TransactionSharding::default();
+            self.fan_dirty = false;
+            if !self.parked.is_empty() {
+                // Never reached by design: no transaction is open, so none
+                // may stay attached. Closing them rolls them back.
+                tracing::error!(
+                    shards = self.parked.len(),
+                    "connections parked outside a transaction"
+                );
+                self.parked.clear();
+            }
         } else if self.deferred_begin.is_some() && self.hold_setting(batch).await? {
+            return Ok(Step::Done);
+        }
+        if let Some(Control::TwoPhase) = self.control_of(batch) {
+            let message = "two-phase commit commands on a sharded database are not supported yet";
+            self.refuse(batch, "0A000", message, None).await?;
             return Ok(Step::Done);
         }
         match self.shard_decision(batch) {
@@ -97,33 +132,78 @@ impl Relay<'_> {
         }
     }
 
-    /// Sharded cluster, a transaction open on `server`, nothing owed: the
-    /// next request may be for another shard (park this connection and
-    /// attach that shard's), for several (fan out over all of them), or end
-    /// a transaction that spans shards (fan out to the attached ones).
+    /// Sharded cluster, a server held (a transaction open on it, or the
+    /// session pinned to it), nothing owed: the next request may be for
+    /// another shard (park this connection and attach that shard's), for
+    /// several (fan out over all of them), or control a transaction that
+    /// spans shards (fan out to the attached ones).
     pub(super) async fn route_in_transaction(&mut self, batch: &ClientBatch) -> Result<Step, End> {
-        if let Some((_, setting)) = self.setting_of(batch) {
-            // Runs here, on the shard the transaction is on; routes what
-            // follows, and replays on shards attached later.
-            let sql = query_text(&self.client.buf[..batch.len]);
-            self.transaction_sharding.set(setting, sql);
-            return Ok(Step::Here);
+        let control = self.control_of(batch);
+        if self.status == TransactionStatus::Failed {
+            return self.in_failed_transaction(batch, control).await;
         }
-        if !self.parked.is_empty() {
-            if let Some(single) = self.ends_transaction_alone(batch) {
-                if !single {
-                    let message = "a transaction on several shards must end with a COMMIT or ROLLBACK sent alone";
-                    self.refuse(batch, "0A000", message, None).await?;
-                    return Ok(Step::Done);
-                }
+        let pinned = self.status == TransactionStatus::Idle;
+        match control {
+            Some(Control::TwoPhase) => {
+                let message = "two-phase commit commands on a sharded database";
+                self.refuse(
+                    batch,
+                    "0A000",
+                    &format!("{message} are not supported yet"),
+                    None,
+                )
+                .await?;
+                return Ok(Step::Done);
+            }
+            Some(Control::End { alone: false })
+                if !self.parked.is_empty() || !self.stays_here(batch) =>
+            {
+                let message = "a COMMIT or ROLLBACK on a sharded database must be sent alone, \
+                               not among other statements";
+                self.refuse(batch, "0A000", message, None).await?;
+                return Ok(Step::Done);
+            }
+            Some(Control::End { alone: true }) if !self.parked.is_empty() => {
                 let shards = self.attached_shards();
                 self.fan_out(batch, shards, None).await?;
                 return Ok(Step::Done);
             }
+            Some(Control::Savepoint | Control::RollbackToSavepoint) => {
+                // Every shard of the transaction keeps the same savepoints;
+                // shards attached later replay them after their BEGIN.
+                let sql = query_text(&self.client.buf[..batch.len]);
+                self.transaction_sharding.statements.push(sql);
+                if !self.parked.is_empty() {
+                    let shards = self.attached_shards();
+                    self.fan_out(batch, shards, None).await?;
+                    return Ok(Step::Done);
+                }
+                return Ok(Step::Here);
+            }
+            Some(Control::Setting(setting)) if !pinned => {
+                // Runs here, on the shard the transaction is on; routes what
+                // follows, and replays on shards attached later.
+                let sql = query_text(&self.client.buf[..batch.len]);
+                match setting {
+                    Some(setting) => self.transaction_sharding.set(setting, sql),
+                    None => self.transaction_sharding.statements.push(sql),
+                }
+                return Ok(Step::Here);
+            }
+            _ => {}
         }
         match self.shard_decision(batch) {
             Decision::Any => Ok(Step::Here),
             Decision::One(shard) if shard == self.shard => Ok(Step::Here),
+            Decision::One(_) | Decision::Many { .. } if pinned => {
+                let message = format!(
+                    "this session is pinned to shard {} (a session advisory lock or pgdog.pin) \
+                     and the request needs another shard",
+                    self.shard
+                );
+                self.refuse(batch, "0A000", &message, None).await?;
+                Ok(Step::Done)
+            }
             Decision::One(shard) => {
                 self.park_current();
                 if let Some(at) = self.parked.iter().position(|(s, _)| *s == shard) {
@@ -134,10 +214,11 @@ impl Relay<'_> {
                     return Ok(Step::Here);
                 }
                 // A shard the transaction has not touched: its connection
-                // opens the transaction first.
+                // opens the transaction first (with the transaction's own
+                // BEGIN and the settings and savepoints made so far).
                 self.shard = shard;
-                self.deferred_begin
-                    .get_or_insert_with(|| "BEGIN".to_owned());
+                let begin = self.transaction_begin();
+                self.deferred_begin.get_or_insert(begin);
                 self.start_request_here(batch.clone()).await?;
                 Ok(Step::Done)
             }
@@ -155,6 +236,106 @@ impl Relay<'_> {
                 Ok(Step::Done)
             }
         }
+    }
+
+    /// The request goes to the shard the transaction is on (or any).
+    fn stays_here(&self, batch: &ClientBatch) -> bool {
+        match self.shard_decision(batch) {
+            Decision::Any => true,
+            Decision::One(shard) => shard == self.shard,
+            _ => false,
+        }
+    }
+
+    /// The transaction failed (on a shard, or refused here): as Postgres
+    /// does, only its end or a ROLLBACK TO SAVEPOINT is run; COMMIT and
+    /// ROLLBACK roll back every shard and are answered `ROLLBACK`; anything
+    /// else gets 25P02. A COMMIT never reaches the shards that did not fail.
+    async fn in_failed_transaction(
+        &mut self,
+        batch: &ClientBatch,
+        control: Option<Control>,
+    ) -> Result<Step, End> {
+        match control {
+            Some(Control::RollbackToSavepoint) => {
+                let shards = self.attached_shards();
+                self.fan_out(batch, shards, None).await?;
+            }
+            Some(Control::End { alone: true }) => {
+                self.roll_back_attached().await;
+                self.answer_failed_transaction(batch.clone()).await?;
+            }
+            _ => {
+                let message = "current transaction is aborted, commands ignored until end of transaction block";
+                self.refuse(batch, "25P02", message, None).await?;
+            }
+        }
+        Ok(Step::Done)
+    }
+
+    /// Rolls back the transaction on every attached shard; connections that
+    /// cannot are closed (which rolls back too).
+    async fn roll_back_attached(&mut self) {
+        self.park_current();
+        for (_, mut conn) in std::mem::take(&mut self.parked) {
+            let rolled_back = matches!(
+                rt::timeout(super::RESET_TIMEOUT, conn.execute("ROLLBACK")).await,
+                Some(Ok(()))
+            );
+            if rolled_back && !self.fan_dirty {
+                conn.pool().clone().checkin(conn);
+            }
+        }
+        self.fan_dirty = false;
+        self.status = TransactionStatus::Idle;
+    }
+
+    /// The BEGIN that opened the transaction (its access mode and isolation
+    /// level go to every shard it attaches), else a plain one.
+    fn transaction_begin(&self) -> String {
+        self.transaction_sharding
+            .begin
+            .clone()
+            .unwrap_or_else(|| "BEGIN".to_owned())
+    }
+
+    /// What the request does to the transaction, when it is transaction
+    /// control or a setting sent as one simple Query (or, for COMMIT and
+    /// ROLLBACK, anywhere in it).
+    fn control_of(&self, batch: &ClientBatch) -> Option<Control> {
+        if let Some(alone) = self.ends_transaction_alone(batch) {
+            return Some(Control::End { alone });
+        }
+        if batch.sync_points != 1 || batch.unsynced {
+            return None;
+        }
+        let bytes = &self.client.buf[..batch.len];
+        let Ok(FrontendMessage::Query { sql }) = FrontendMessage::decode(bytes) else {
+            return None;
+        };
+        let classified = self.core.router.borrow_mut().get_or_classify(sql);
+        if classified.statements != 1 {
+            return None;
+        }
+        match classified.transaction {
+            Some(Transaction::Savepoint | Transaction::ReleaseSavepoint) => {
+                return Some(Control::Savepoint)
+            }
+            Some(Transaction::RollbackToSavepoint) => return Some(Control::RollbackToSavepoint),
+            Some(
+                Transaction::PrepareTransaction
+                | Transaction::CommitPrepared
+                | Transaction::RollbackPrepared,
+            ) => return Some(Control::TwoPhase),
+            Some(Transaction::SetAccess(_)) => return Some(Control::Setting(None)),
+            _ => {}
+        }
+        if let Some((_, setting)) = self.setting_of(batch) {
+            return Some(Control::Setting(Some(setting)));
+        }
+        let word = crate::router::first_word(sql)?;
+        (word.eq_ignore_ascii_case("set") || word.eq_ignore_ascii_case("reset"))
+            .then_some(Control::Setting(None))
     }
 
     /// A request for several shards, unless `cross_shard_disabled`.
@@ -239,21 +420,39 @@ impl Relay<'_> {
     fn ends_transaction_alone(&self, batch: &ClientBatch) -> Option<bool> {
         let mut ends = false;
         let mut statements = 0;
+        let mut parsed: Vec<(&str, &str)> = Vec::new();
+        let mut router = self.core.router.borrow_mut();
         for message in messages(&self.client.buf[..batch.len]) {
             let sql = match FrontendMessage::decode(message) {
-                Ok(FrontendMessage::Query { sql }) | Ok(FrontendMessage::Parse { sql, .. }) => sql,
+                Ok(FrontendMessage::Query { sql }) => sql,
+                Ok(FrontendMessage::Parse { name, sql, .. }) => {
+                    parsed.push((name, sql));
+                    continue;
+                }
+                Ok(FrontendMessage::Bind { statement, .. }) => {
+                    match parsed.iter().rev().find(|(name, _)| *name == statement) {
+                        Some((_, sql)) => sql,
+                        None => match self.statements.get(statement) {
+                            Some(known) => {
+                                let Ok(sql) = std::str::from_utf8(known.sql()) else {
+                                    continue;
+                                };
+                                let classified = router.get_or_classify(sql);
+                                statements += 1;
+                                ends |= ending(&classified);
+                                continue;
+                            }
+                            None => continue,
+                        },
+                    }
+                }
                 _ => continue,
             };
-            let classified = self.core.router.borrow_mut().get_or_classify(sql);
+            let classified = router.get_or_classify(sql);
             statements += classified.statements.max(1);
-            ends |= matches!(
-                classified.transaction,
-                Some(
-                    Transaction::Commit { .. }
-                        | Transaction::Rollback { .. }
-                        | Transaction::PrepareTransaction
-                )
-            );
+            // Only a text's first statement is described: a COMMIT later in
+            // it is found in the parse tree.
+            ends |= ending(&classified) || (classified.statements > 1 && ends_later(sql));
         }
         ends.then_some(statements == 1)
     }
@@ -311,6 +510,7 @@ impl Relay<'_> {
             let message = "a cross-shard request must end with Sync";
             return self.refuse(batch, "0A000", message, None).await;
         }
+        self.remember_statements(batch);
         let source = Source {
             query: query.as_deref(),
             relay: self,
@@ -328,7 +528,8 @@ impl Relay<'_> {
                 match Merge::new(Rc::new(plan.clone()), &params, &formats) {
                     Ok(merge) => FanRows::Merge(Box::new(merge)),
                     Err(error) => {
-                        return self.refuse(batch, "0A000", &error.to_string(), None).await
+                        let sqlstate = error.sqlstate();
+                        return self.refuse(batch, sqlstate, &error.to_string(), None).await;
                     }
                 }
             }
@@ -344,6 +545,31 @@ impl Relay<'_> {
             None => return Ok(()),
         };
         self.finish_fan_out(batch, conns, fanned, rows).await
+    }
+
+    /// Named statements a cross-shard request prepares or closes: the
+    /// session knows them by name for its later requests (the shards
+    /// themselves run the unnamed statement).
+    fn remember_statements(&mut self, batch: &ClientBatch) {
+        if !self.settings.rename_statements {
+            return;
+        }
+        for message in messages(&self.client.buf[..batch.len]) {
+            match FrontendMessage::decode(message) {
+                Ok(FrontendMessage::Parse { name, .. }) if !name.is_empty() => {
+                    let tail = &message[5 + name.len() + 1..];
+                    let statement = self.core.statements.borrow_mut().intern(tail);
+                    self.statements.insert(name, statement);
+                }
+                Ok(FrontendMessage::Close {
+                    target: DescribeTarget::Statement,
+                    name,
+                }) if !name.is_empty() => {
+                    self.statements.remove(name);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// A connection for each shard: the transaction's own, or a new one
@@ -448,21 +674,21 @@ impl Relay<'_> {
         fanned: fanout::Fanned,
         mut rows: FanRows,
     ) -> Result<(), End> {
+        let dirty = self.fan_out_dirty(batch);
         let requests = vec![fanned.request; conns.len()];
+        let cancels: Vec<_> = conns.iter().map(|(_, c)| c.cancel_key.clone()).collect();
         let exchange = fanout::exchange(
             conns.iter_mut().map(|(_, c)| &mut **c).collect(),
             &requests,
             fanned.ready,
         );
-        let result = match self.settings.query_timeout {
-            Some(limit) => rt::timeout(limit, exchange).await,
-            None => Some(exchange.await),
-        };
+        let result = self.await_fan_out(exchange, &cancels).await;
         self.client.buf.advance(batch.len);
         let replies = match result {
             Some(Ok(replies)) => replies,
             Some(Err(error)) => {
-                tracing::warn!(shard = error.shard, error = %error.message, "cross-shard request failed");
+                let shard = conns.get(error.shard).map_or(error.shard, |(s, _)| *s);
+                tracing::warn!(shard, error = %error.message, "cross-shard request failed");
                 return self.lose_fan_out(conns, "08006", &error.message).await;
             }
             None => {
@@ -489,27 +715,36 @@ impl Relay<'_> {
             Ok(status) => status,
             Err(error) => {
                 // Every shard answered in full: the connections are sound.
-                let status = combined(&slices);
+                // Inside a transaction the failure fails it, as an error
+                // from a server would.
+                let sqlstate = match &error {
+                    assemble::AssembleError::Merge(why) => why.sqlstate,
+                    assemble::AssembleError::Protocol(_) => "08P01",
+                };
+                let status = match combined(&slices) {
+                    TransactionStatus::Idle => TransactionStatus::Idle,
+                    _ => TransactionStatus::Failed,
+                };
                 out.clear();
                 for _ in 0..fanned.ready {
-                    write::error_response(
-                        &mut out,
-                        Severity::Error,
-                        "XX000",
-                        &error.to_string(),
-                        None,
-                    );
+                    let message = error.to_string();
+                    write::error_response(&mut out, Severity::Error, sqlstate, &message, None);
                     write::ready_for_query(&mut out, status);
                 }
                 status
             }
         };
-        fanout::answer_closes(&mut self.client.out, fanned.closes);
         self.client.out.extend_from_slice(&out);
         self.status = status;
+        self.fan_dirty |= dirty;
         if status == TransactionStatus::Idle {
+            let close = std::mem::take(&mut self.fan_dirty);
             for (_, conn) in conns {
-                conn.pool().clone().checkin(conn);
+                // Session state a cross-shard request left (a SET among
+                // its statements) must not reach the next client.
+                if !close {
+                    conn.pool().clone().checkin(conn);
+                }
             }
         } else {
             let (shard, current) = conns.remove(0);
@@ -519,6 +754,71 @@ impl Relay<'_> {
             self.server = Some(current);
         }
         self.client.flush().await.map_err(|_| End::ClientGone)
+    }
+
+    /// Waits for the shards' replies, within `query_timeout`. A cancel for
+    /// the client reaches every shard of the request (each then answers
+    /// with its error), and the wait goes on. None: the time ran out.
+    async fn await_fan_out<F: std::future::Future>(
+        &self,
+        exchange: F,
+        cancels: &[crate::pool::server_conn::CancelKey],
+    ) -> Option<F::Output> {
+        let mut exchange = std::pin::pin!(exchange);
+        let deadline = self
+            .settings
+            .query_timeout
+            .map(|limit| std::time::Instant::now() + limit);
+        self.handle.withdraw.reset();
+        self.handle.waiting.set(true);
+        let output = loop {
+            let withdraw = self.handle.withdraw.clone();
+            let step = rt::race(async { Some(exchange.as_mut().await) }, async {
+                withdraw.wait().await;
+                None
+            });
+            let step = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    match rt::timeout(left, step).await {
+                        Some(step) => step,
+                        None => break None,
+                    }
+                }
+                None => step.await,
+            };
+            match step {
+                Some(output) => break Some(output),
+                None => {
+                    self.handle.withdraw.reset();
+                    let timeout = self.settings.checkout.connect;
+                    for key in cancels {
+                        let key = key.clone();
+                        rt::spawn(async move {
+                            let _ = crate::pool::server_conn::send_cancel(&key, timeout).await;
+                        })
+                        .detach();
+                    }
+                }
+            }
+        };
+        self.handle.waiting.set(false);
+        output
+    }
+
+    /// Whether the request may leave session state on the connections
+    /// (settings, temporary objects, advisory locks, LISTEN).
+    fn fan_out_dirty(&self, batch: &ClientBatch) -> bool {
+        let mut ends = std::collections::VecDeque::new();
+        let mut names = Vec::new();
+        let left = crate::session::scan::note_requests(
+            &self.client.buf[..batch.len],
+            &mut ends,
+            false,
+            self.statements.sql,
+            &mut names,
+        );
+        left.settings || left.other || left.advisory
     }
 
     /// A shard failed mid-request: the connections are closed. Outside a
@@ -563,6 +863,61 @@ fn combined(replies: &[&[u8]]) -> TransactionStatus {
     status
 }
 
+/// COMMIT or ROLLBACK (not to a savepoint, not prepared).
+fn ending(classified: &crate::router::Classified) -> bool {
+    matches!(
+        classified.transaction,
+        Some(Transaction::Commit { .. } | Transaction::Rollback { .. })
+    )
+}
+
+/// The first request of `batch` (through its first sync point), for a
+/// sharded cluster to route requests one at a time.
+pub(super) fn first_request(buf: &[u8], batch: ClientBatch) -> ClientBatch {
+    if batch.sync_points <= 1 {
+        return batch;
+    }
+    let mut offset = 0;
+    let mut flush = false;
+    while let Ok(Some(header)) = frame::header(&buf[offset..batch.len], DEFAULT_MAX_MESSAGE_LEN) {
+        offset += header.total_len;
+        match FrontendKind::from_tag(header.tag) {
+            Ok(FrontendKind::Query | FrontendKind::Sync | FrontendKind::FunctionCall) => {
+                return ClientBatch {
+                    len: offset,
+                    sync_points: 1,
+                    flush,
+                    unsynced: false,
+                    terminate: false,
+                    copy_end: false,
+                };
+            }
+            Ok(FrontendKind::Flush) => flush = true,
+            _ => {}
+        }
+    }
+    batch
+}
+
+/// A COMMIT or ROLLBACK among the statements of a multi-statement text.
+fn ends_later(sql: &str) -> bool {
+    use pg_query::protobuf::TransactionStmtKind;
+    let Ok(parsed) = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) else {
+        return false;
+    };
+    parsed.protobuf.stmts.iter().any(|raw| {
+        let Some(pg_query::NodeEnum::TransactionStmt(stmt)) =
+            raw.stmt.as_ref().and_then(|node| node.node.as_ref())
+        else {
+            return false;
+        };
+        matches!(
+            TransactionStmtKind::try_from(stmt.kind),
+            Ok(TransactionStmtKind::TransStmtCommit | TransactionStmtKind::TransStmtRollback)
+        )
+    })
+}
+
 /// The text of a batch that is one simple Query.
 fn query_text(batch: &[u8]) -> String {
     match FrontendMessage::decode(batch) {
@@ -594,17 +949,24 @@ enum FanRows {
 }
 
 impl Rows for Merge {
-    fn description(&mut self, shard: usize, body: &[u8]) -> Result<(), String> {
-        self.row_description(shard, body).map_err(|e| e.to_string())
+    fn description(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError> {
+        self.row_description(shard, body).map_err(rows_error)
     }
     fn client_description(&self, out: &mut BytesMut) {
         self.client_row_description(out)
     }
-    fn row(&mut self, shard: usize, body: &[u8]) -> Result<(), String> {
-        self.data_row(shard, body).map_err(|e| e.to_string())
+    fn row(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError> {
+        self.data_row(shard, body).map_err(rows_error)
     }
-    fn finish(&mut self, out: &mut BytesMut) -> Result<u64, String> {
-        Merge::finish(self, out).map_err(|e| e.to_string())
+    fn finish(&mut self, out: &mut BytesMut) -> Result<u64, RowsError> {
+        Merge::finish(self, out).map_err(rows_error)
+    }
+}
+
+fn rows_error(error: MergeError) -> RowsError {
+    RowsError {
+        sqlstate: error.sqlstate(),
+        message: error.to_string(),
     }
 }
 
