@@ -101,6 +101,13 @@ impl Cluster {
         &self.servers[self.groups[0].primary.get()].pool
     }
 
+    /// How many servers `shard` has.
+    pub fn shard_servers(&self, shard: usize) -> usize {
+        self.groups
+            .get(shard)
+            .map_or(0, |group| group.servers.len())
+    }
+
     /// The next shard in turn for a request any shard can answer
     /// (round robin on this core).
     pub fn any_shard(&self) -> usize {

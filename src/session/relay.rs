@@ -848,11 +848,25 @@ impl<'a> Relay<'a> {
     /// What the request needs: asked only of a cluster with a choice to
     /// make (one server: its pool, and no BEGIN is held).
     fn route(&self, batch: &ClientBatch) -> route::Route {
+        let nothing_to_choose = route::Route {
+            intent: Intent::Write,
+            lone_begin: false,
+        };
         if self.cluster.servers.len() == 1 {
-            return route::Route {
-                intent: Intent::Write,
-                lone_begin: false,
-            };
+            return nothing_to_choose;
+        }
+        // A shard of one server: only a lone BEGIN (a simple Query) is
+        // worth a look.
+        if self.cluster.shard_servers(self.shard) == 1
+            && (batch.sync_points != 1
+                || self
+                    .client
+                    .buf
+                    .first()
+                    .map(|&tag| FrontendKind::from_tag(tag))
+                    != Some(Ok(FrontendKind::Query)))
+        {
+            return nothing_to_choose;
         }
         let session = route::session_role(self.params.get("pgdog.role"));
         route::route(
