@@ -99,7 +99,7 @@ impl Relay<'_> {
         } else if self.deferred_begin.is_some() && self.hold_setting(batch).await? {
             return Ok(Step::Done);
         }
-        if let Some(Control::TwoPhase) = self.control_of(batch) {
+        if self.two_phase(batch) {
             let message = "two-phase commit commands on a sharded database are not supported yet";
             self.refuse(batch, "0A000", message, None).await?;
             return Ok(Step::Done);
@@ -297,6 +297,28 @@ impl Relay<'_> {
             .begin
             .clone()
             .unwrap_or_else(|| "BEGIN".to_owned())
+    }
+
+    /// A simple Query that is a two-phase commit command (COMMIT/ROLLBACK
+    /// PREPARED outside a transaction). Only a lone Query is looked at.
+    fn two_phase(&self, batch: &ClientBatch) -> bool {
+        if batch.sync_points != 1 || batch.unsynced {
+            return false;
+        }
+        let Ok(FrontendMessage::Query { sql }) =
+            FrontendMessage::decode(&self.client.buf[..batch.len])
+        else {
+            return false;
+        };
+        let classified = self.core.router.borrow_mut().get_or_classify(sql);
+        matches!(
+            classified.transaction,
+            Some(
+                Transaction::PrepareTransaction
+                    | Transaction::CommitPrepared
+                    | Transaction::RollbackPrepared
+            )
+        )
     }
 
     /// What the request does to the transaction, when it is transaction
