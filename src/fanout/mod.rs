@@ -36,6 +36,6 @@ impl Unsupported {
 
 impl std::fmt::Display for Unsupported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} is not supported across shards", self.what)
+        write!(f, "not supported across shards: {}", self.what)
     }
 }

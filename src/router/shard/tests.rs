@@ -663,3 +663,21 @@ fn explain_cursor_copy() {
     assert_eq!(route("COPY users TO STDOUT").unwrap(), Target::All);
     assert_eq!(route("COPY countries FROM STDIN").unwrap(), Target::All);
 }
+
+#[test]
+fn catalog_reads_go_to_one_shard() {
+    let schema = ShardingSchema {
+        shards: 2,
+        ..ShardingSchema::default()
+    };
+    for sql in [
+        "SELECT relname FROM pg_class",
+        "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
+        "SELECT table_name FROM information_schema.tables",
+    ] {
+        let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).unwrap();
+        let plan = plan(&parsed.protobuf, sql, &schema);
+        let target = plan.resolve(&ResolveInput::new(sql, &schema)).unwrap();
+        assert_eq!(target, Target::Any, "{sql}");
+    }
+}

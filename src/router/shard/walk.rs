@@ -480,7 +480,9 @@ impl<'s> Walker<'s> {
         let rule = self.table_rule(schema.as_deref(), &name);
         match rule {
             Some(rule) => self.sharded_rule(rule),
-            None if self.schema.is_omnisharded(&name) => self.facts.omni = true,
+            None if self.schema.is_omnisharded(&name) || is_catalog(schema.as_deref(), &name) => {
+                self.facts.omni = true
+            }
             None => self.facts.regular = true,
         }
         if self.schema.has_sharded_schemas() {
@@ -1132,4 +1134,14 @@ fn operand(node: &Node) -> Operand {
 fn is_integer(text: &str) -> bool {
     let digits = text.strip_prefix('-').unwrap_or(text);
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The system catalogs and `information_schema`: every shard has its own
+/// copy, so a read of them goes to one shard, as a read of an omnisharded
+/// table does (psql's `\d` through sleddog lists each table once).
+fn is_catalog(schema: Option<&str>, name: &str) -> bool {
+    match schema {
+        Some(schema) => schema == "pg_catalog" || schema == "information_schema",
+        None => name.starts_with("pg_"),
+    }
 }
