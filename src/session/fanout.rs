@@ -204,3 +204,411 @@ pub fn build(messages: &[&[u8]], source: &impl StatementSource) -> Result<Fanned
     }
     Ok(fanned)
 }
+
+/// Whether the request's replies can be streamed: one result (a single
+/// Execute, or a Query of one statement) and nothing to merge. The rows
+/// then go to the client as each shard sends them, one shard after the
+/// other, while the others' wait in their sockets.
+pub fn streamable(ops: &[Op], single_statement: bool) -> bool {
+    match ops {
+        [Op::Query] => single_statement,
+        _ => {
+            ops.iter().filter(|op| **op == Op::Execute).count() == 1
+                && ops.iter().filter(|op| **op == Op::Sync).count() == 1
+                && ops.last() == Some(&Op::Sync)
+                && !ops
+                    .iter()
+                    .any(|op| matches!(op, Op::Query | Op::Close | Op::DescribeStatement))
+        }
+    }
+}
+
+/// The client's reply to a streamed request, built as the shards' messages
+/// arrive: shard 0's replies before the rows, every shard's rows, then one
+/// CommandComplete (counts summed) or the first error, and one
+/// ReadyForQuery. Pure; `Streamer::message` is fed each whole message.
+pub struct Streamer {
+    ops: Vec<Op>,
+    /// Per shard being read: the op its next reply answers.
+    op: usize,
+    shard: usize,
+    first_description: Option<Vec<u8>>,
+    rows: u64,
+    tags: Vec<String>,
+    empty: bool,
+    error: Option<Vec<u8>>,
+    status: crate::protocol::backend::TransactionStatus,
+    /// The shard's reply is over (its ReadyForQuery came).
+    pub done: bool,
+}
+
+impl Streamer {
+    pub fn new(ops: Vec<Op>) -> Streamer {
+        Streamer {
+            ops,
+            op: 0,
+            shard: 0,
+            first_description: None,
+            rows: 0,
+            tags: Vec::new(),
+            empty: false,
+            error: None,
+            status: crate::protocol::backend::TransactionStatus::Idle,
+            done: false,
+        }
+    }
+
+    /// The next shard's reply starts.
+    pub fn next_shard(&mut self, shard: usize) {
+        self.shard = shard;
+        self.op = 0;
+        self.done = false;
+    }
+
+    /// One whole message of the current shard; what the client gets of it
+    /// goes to `out`.
+    pub fn message(&mut self, kind: BackendKind, body: &[u8], out: &mut BytesMut) {
+        use crate::protocol::backend::TransactionStatus;
+        let first = self.shard == 0;
+        let current = self.ops.get(self.op).copied();
+        match kind {
+            BackendKind::DataRow if self.error.is_none() => {
+                self.rows += 1;
+                put(out, kind, body);
+            }
+            BackendKind::RowDescription => {
+                let visible = matches!(
+                    current,
+                    Some(Op::Query | Op::DescribePortal { visible: true } | Op::DescribeStatement)
+                );
+                match &self.first_description {
+                    None => {
+                        self.first_description = Some(body.to_vec());
+                        if visible {
+                            put(out, kind, body);
+                        }
+                    }
+                    Some(described) => {
+                        if let Err(column) = crate::fanout::assemble::same_columns(described, body)
+                        {
+                            self.fail_with(format!(
+                                "shard {} returned different columns ({column})",
+                                self.shard
+                            ));
+                        }
+                    }
+                }
+                if current != Some(Op::Query) {
+                    self.op += 1;
+                }
+            }
+            BackendKind::CommandComplete => {
+                let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+                self.tags
+                    .push(String::from_utf8_lossy(&body[..end]).into_owned());
+                if current == Some(Op::Execute) {
+                    self.op += 1;
+                }
+            }
+            BackendKind::EmptyQueryResponse => {
+                self.empty = true;
+                if current == Some(Op::Execute) {
+                    self.op += 1;
+                }
+            }
+            BackendKind::ErrorResponse if self.error.is_none() => {
+                self.error = Some(body.to_vec());
+            }
+            BackendKind::ReadyForQuery => {
+                let shard = body
+                    .first()
+                    .and_then(|&b| TransactionStatus::from_byte(b).ok())
+                    .unwrap_or(TransactionStatus::Failed);
+                self.status = match (self.status, shard) {
+                    (TransactionStatus::Failed, _) | (_, TransactionStatus::Failed) => {
+                        TransactionStatus::Failed
+                    }
+                    (TransactionStatus::InTransaction, _)
+                    | (_, TransactionStatus::InTransaction) => TransactionStatus::InTransaction,
+                    _ => TransactionStatus::Idle,
+                };
+                self.done = true;
+            }
+            BackendKind::ParseComplete => {
+                if first && current == Some(Op::Parse { visible: true }) {
+                    put(out, kind, body);
+                }
+                self.op += 1;
+            }
+            BackendKind::BindComplete => {
+                if first {
+                    put(out, kind, body);
+                }
+                self.op += 1;
+            }
+            BackendKind::ParameterDescription if first => put(out, kind, body),
+            BackendKind::NoData => {
+                let visible = matches!(
+                    current,
+                    Some(Op::DescribePortal { visible: true } | Op::DescribeStatement)
+                );
+                if first && visible {
+                    put(out, kind, body);
+                }
+                self.op += 1;
+            }
+            BackendKind::NoticeResponse | BackendKind::ParameterStatus if first => {
+                put(out, kind, body)
+            }
+            _ => {}
+        }
+    }
+
+    fn fail_with(&mut self, message: String) {
+        if self.error.is_some() {
+            return;
+        }
+        let mut body = BytesMut::new();
+        write::error_response(&mut body, write::Severity::Error, "XX000", &message, None);
+        // The message without its 5-byte header, as the server's are kept.
+        self.error = Some(body[5..].to_vec());
+    }
+
+    /// After the last shard: the end of the reply. Returns the status the
+    /// client is told.
+    pub fn finish(&mut self, out: &mut BytesMut) -> crate::protocol::backend::TransactionStatus {
+        use crate::protocol::backend::TransactionStatus;
+        match &self.error {
+            Some(error) => {
+                put(out, BackendKind::ErrorResponse, error);
+                if self.status == TransactionStatus::InTransaction {
+                    // A shard's error fails the transaction on every shard.
+                    self.status = TransactionStatus::Failed;
+                }
+            }
+            None if !self.tags.is_empty() => write::command_complete(
+                out,
+                &crate::fanout::assemble::sum_tags(&self.tags, self.rows),
+            ),
+            None if self.empty => write::empty_query_response(out),
+            None => {}
+        }
+        write::ready_for_query(out, self.status);
+        self.status
+    }
+}
+
+fn put(out: &mut BytesMut, kind: BackendKind, body: &[u8]) {
+    use bytes::BufMut;
+    out.reserve(5 + body.len());
+    out.put_u8(kind.tag());
+    out.put_u32(body.len() as u32 + 4);
+    out.extend_from_slice(body);
+}
+
+/// Reads `conn`'s reply message by message into `streamer`, writing what
+/// the client gets to `client` as it goes (in writes of at least 64 KiB,
+/// and the rest at the end).
+pub async fn stream_one(
+    conn: &mut ServerConn,
+    streamer: &mut Streamer,
+    client: &mut crate::session::client::Client,
+) -> Result<(), String> {
+    const FLUSH_AT: usize = 64 * 1024;
+    loop {
+        while let Some(header) = frame::header(&conn.buf, MAX_SERVER_MESSAGE_LEN)
+            .map_err(|e| format!("the server sent an invalid message: {e}"))?
+        {
+            if header.total_len > conn.buf.len() {
+                break;
+            }
+            let message = conn.buf.split_to(header.total_len);
+            let kind = BackendKind::from_tag(header.tag)
+                .map_err(|e| format!("the server sent an invalid message: {e}"))?;
+            if matches!(
+                kind,
+                BackendKind::CopyInResponse | BackendKind::CopyOutResponse
+            ) {
+                return Err("COPY is not supported across shards yet".to_owned());
+            }
+            streamer.message(kind, &message[5..], &mut client.out);
+            if streamer.done {
+                return Ok(());
+            }
+        }
+        if client.out.len() >= FLUSH_AT {
+            client
+                .flush()
+                .await
+                .map_err(|_| "the client went away".to_owned())?;
+        }
+        match read_more(&mut conn.stream, &mut conn.buf).await {
+            Ok(n) if n > 0 => {}
+            Ok(_) => return Err("server closed the connection".to_owned()),
+            Err(e) => return Err(format!("could not read from the server: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::backend::TransactionStatus;
+    use bytes::BufMut;
+
+    fn description(name: &str) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        body.put_u16(1);
+        body.extend_from_slice(name.as_bytes());
+        body.put_u8(0);
+        body.put_u32(7);
+        body.put_i16(1);
+        body.put_u32(20);
+        body.put_i16(8);
+        body.put_i32(-1);
+        body.put_i16(0);
+        body.to_vec()
+    }
+
+    fn row(value: &str) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        body.put_u16(1);
+        body.put_i32(value.len() as i32);
+        body.extend_from_slice(value.as_bytes());
+        body.to_vec()
+    }
+
+    fn kinds(mut out: &[u8]) -> Vec<BackendKind> {
+        let mut kinds = Vec::new();
+        while let Ok(Some(header)) = frame::header(out, MAX_SERVER_MESSAGE_LEN) {
+            kinds.push(BackendKind::from_tag(header.tag).unwrap());
+            out = &out[header.total_len..];
+        }
+        kinds
+    }
+
+    /// Feeds a shard's reply (kind, body) to the streamer.
+    fn feed(
+        streamer: &mut Streamer,
+        shard: usize,
+        reply: &[(BackendKind, Vec<u8>)],
+        out: &mut BytesMut,
+    ) {
+        streamer.next_shard(shard);
+        for (kind, body) in reply {
+            streamer.message(*kind, body, out);
+        }
+        assert!(streamer.done);
+    }
+
+    #[test]
+    fn a_query_streams_each_shards_rows_and_sums_the_tag() {
+        use BackendKind::*;
+        let reply = |values: &[&str]| {
+            let mut messages = vec![(RowDescription, description("id"))];
+            messages.extend(values.iter().map(|v| (DataRow, row(v))));
+            messages.push((
+                CommandComplete,
+                format!("SELECT {}\0", values.len()).into_bytes(),
+            ));
+            messages.push((ReadyForQuery, b"I".to_vec()));
+            messages
+        };
+        let mut streamer = Streamer::new(vec![Op::Query]);
+        let mut out = BytesMut::new();
+        feed(&mut streamer, 0, &reply(&["1", "2"]), &mut out);
+        assert_eq!(kinds(&out), [RowDescription, DataRow, DataRow]);
+        feed(&mut streamer, 1, &reply(&["3"]), &mut out);
+        assert_eq!(streamer.finish(&mut out), TransactionStatus::Idle);
+        assert_eq!(
+            kinds(&out),
+            [
+                RowDescription,
+                DataRow,
+                DataRow,
+                DataRow,
+                CommandComplete,
+                ReadyForQuery
+            ]
+        );
+        assert!(out.windows(9).any(|w| w == b"SELECT 3\0"));
+    }
+
+    #[test]
+    fn a_later_shards_error_ends_the_streamed_result() {
+        use BackendKind::*;
+        let ops = vec![
+            Op::Parse { visible: true },
+            Op::Bind,
+            Op::DescribePortal { visible: false },
+            Op::Execute,
+            Op::Sync,
+        ];
+        let ok = vec![
+            (ParseComplete, vec![]),
+            (BindComplete, vec![]),
+            (RowDescription, description("id")),
+            (DataRow, row("1")),
+            (CommandComplete, b"SELECT 1\0".to_vec()),
+            (ReadyForQuery, b"T".to_vec()),
+        ];
+        let failed = vec![
+            (ParseComplete, vec![]),
+            (
+                ErrorResponse,
+                b"SERROR\0C22012\0Mdivision by zero\0\0".to_vec(),
+            ),
+            (ReadyForQuery, b"E".to_vec()),
+        ];
+        let mut streamer = Streamer::new(ops);
+        let mut out = BytesMut::new();
+        feed(&mut streamer, 0, &ok, &mut out);
+        feed(&mut streamer, 1, &failed, &mut out);
+        assert_eq!(streamer.finish(&mut out), TransactionStatus::Failed);
+        assert_eq!(
+            kinds(&out),
+            [
+                ParseComplete,
+                BindComplete,
+                DataRow,
+                ErrorResponse,
+                ReadyForQuery
+            ]
+        );
+    }
+
+    #[test]
+    fn columns_that_differ_fail_the_stream() {
+        use BackendKind::*;
+        let reply = |name: &str| {
+            vec![
+                (RowDescription, description(name)),
+                (CommandComplete, b"SELECT 0\0".to_vec()),
+                (ReadyForQuery, b"I".to_vec()),
+            ]
+        };
+        let mut streamer = Streamer::new(vec![Op::Query]);
+        let mut out = BytesMut::new();
+        feed(&mut streamer, 0, &reply("id"), &mut out);
+        feed(&mut streamer, 1, &reply("other"), &mut out);
+        streamer.finish(&mut out);
+        assert_eq!(kinds(&out), [RowDescription, ErrorResponse, ReadyForQuery]);
+    }
+
+    #[test]
+    fn only_single_result_requests_stream() {
+        assert!(streamable(&[Op::Query], true));
+        assert!(!streamable(&[Op::Query], false));
+        let extended = [
+            Op::Bind,
+            Op::DescribePortal { visible: false },
+            Op::Execute,
+            Op::Sync,
+        ];
+        assert!(streamable(&extended, true));
+        let two = [Op::Bind, Op::Execute, Op::Bind, Op::Execute, Op::Sync];
+        assert!(!streamable(&two, true));
+        let closed = [Op::Bind, Op::Execute, Op::Close, Op::Sync];
+        assert!(!streamable(&closed, true));
+    }
+}

@@ -23,7 +23,7 @@ use crate::protocol::write::{self, Severity};
 use crate::protocol::{frame, DEFAULT_MAX_MESSAGE_LEN};
 use crate::router::shard::ShardSetting;
 use crate::router::Transaction;
-use crate::rt;
+use crate::rt::{self, AsyncWriteExt};
 use crate::session::fanout::{self, StatementSource};
 use crate::session::scan::ClientBatch;
 use crate::session::shard_route::{self, Decision, SessionSharding};
@@ -566,6 +566,11 @@ impl Relay<'_> {
             Some(conns) => conns,
             None => return Ok(()),
         };
+        if matches!(rows, FanRows::Stream(_))
+            && fanout::streamable(&fanned.ops, self.single_statement(batch))
+        {
+            return self.stream_fan_out(batch, conns, fanned).await;
+        }
         self.finish_fan_out(batch, conns, fanned, rows).await
     }
 
@@ -591,6 +596,22 @@ impl Relay<'_> {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A request that is one simple Query of one statement (or not a
+    /// simple Query at all).
+    fn single_statement(&self, batch: &ClientBatch) -> bool {
+        match FrontendMessage::decode(&self.client.buf[..batch.len]) {
+            Ok(FrontendMessage::Query { sql }) => {
+                self.core
+                    .router
+                    .borrow_mut()
+                    .get_or_classify(sql)
+                    .statements
+                    == 1
+            }
+            _ => true,
         }
     }
 
@@ -704,7 +725,8 @@ impl Relay<'_> {
             &requests,
             fanned.ready,
         );
-        let result = self.await_fan_out(exchange, &cancels).await;
+        let limits = (self.settings.query_timeout, self.settings.checkout.connect);
+        let result = await_with_cancel(self.handle, limits, exchange, &cancels).await;
         self.client.buf.advance(batch.len);
         let replies = match result {
             Some(Ok(replies)) => replies,
@@ -757,6 +779,19 @@ impl Relay<'_> {
             }
         };
         self.client.out.extend_from_slice(&out);
+        self.settle_fan_out(conns, status, dirty);
+        self.client.flush().await.map_err(|_| End::ClientGone)
+    }
+
+    /// After a cross-shard request: outside a transaction its connections
+    /// go back to their pools (or close, when it left session state);
+    /// inside one they stay attached, the first as `server`.
+    fn settle_fan_out(
+        &mut self,
+        mut conns: Vec<(usize, PooledConn)>,
+        status: TransactionStatus,
+        dirty: bool,
+    ) {
         self.status = status;
         self.fan_dirty |= dirty;
         if status == TransactionStatus::Idle {
@@ -768,64 +803,64 @@ impl Relay<'_> {
                     conn.pool().clone().checkin(conn);
                 }
             }
-        } else {
+        } else if !conns.is_empty() {
             let (shard, current) = conns.remove(0);
             self.parked.extend(conns);
             self.shard = shard;
             self.handle.set_server(Some(current.cancel_key.clone()));
             self.server = Some(current);
         }
-        self.client.flush().await.map_err(|_| End::ClientGone)
     }
 
-    /// Waits for the shards' replies, within `query_timeout`. A cancel for
-    /// the client reaches every shard of the request (each then answers
-    /// with its error), and the wait goes on. None: the time ran out.
-    async fn await_fan_out<F: std::future::Future>(
-        &self,
-        exchange: F,
-        cancels: &[crate::pool::server_conn::CancelKey],
-    ) -> Option<F::Output> {
-        let mut exchange = std::pin::pin!(exchange);
-        let deadline = self
-            .settings
-            .query_timeout
-            .map(|limit| std::time::Instant::now() + limit);
-        self.handle.withdraw.reset();
-        self.handle.waiting.set(true);
-        let output = loop {
-            let withdraw = self.handle.withdraw.clone();
-            let step = rt::race(async { Some(exchange.as_mut().await) }, async {
-                withdraw.wait().await;
-                None
-            });
-            let step = match deadline {
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    match rt::timeout(left, step).await {
-                        Some(step) => step,
-                        None => break None,
-                    }
-                }
-                None => step.await,
-            };
-            match step {
-                Some(output) => break Some(output),
-                None => {
-                    self.handle.withdraw.reset();
-                    let timeout = self.settings.checkout.connect;
-                    for key in cancels {
-                        let key = key.clone();
-                        rt::spawn(async move {
-                            let _ = crate::pool::server_conn::send_cancel(&key, timeout).await;
-                        })
-                        .detach();
-                    }
-                }
+    /// A cross-shard request with one result and nothing to merge: sent to
+    /// every shard at once, then each shard's reply read in turn and its
+    /// rows written to the client as they come (`fanout::Streamer`); the
+    /// other shards' replies wait in their sockets meanwhile, so memory
+    /// stays bounded whatever the result's size.
+    async fn stream_fan_out(
+        &mut self,
+        batch: &ClientBatch,
+        mut conns: Vec<(usize, PooledConn)>,
+        fanned: fanout::Fanned,
+    ) -> Result<(), End> {
+        let dirty = self.fan_out_dirty(batch);
+        let cancels: Vec<_> = conns.iter().map(|(_, c)| c.cancel_key.clone()).collect();
+        self.client.buf.advance(batch.len);
+        let mut streamer = fanout::Streamer::new(fanned.ops.clone());
+        let client = &mut *self.client;
+        let run = async {
+            for (_, conn) in conns.iter_mut() {
+                conn.stream
+                    .write_all(&fanned.request)
+                    .await
+                    .map_err(|e| format!("could not write to the server: {e}"))?;
             }
+            for (n, (_, conn)) in conns.iter_mut().enumerate() {
+                streamer.next_shard(n);
+                fanout::stream_one(conn, &mut streamer, client).await?;
+            }
+            Ok::<(), String>(())
         };
-        self.handle.waiting.set(false);
-        output
+        let limits = (self.settings.query_timeout, self.settings.checkout.connect);
+        let result = await_with_cancel(self.handle, limits, run, &cancels).await;
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(message)) => {
+                tracing::warn!(error = %message, "cross-shard request failed");
+                return self.lose_fan_out(conns, "08006", &message).await;
+            }
+            None => {
+                for (_, conn) in &conns {
+                    super::cancel_in_background(conn);
+                }
+                return self
+                    .lose_fan_out(conns, "57014", "canceling statement due to query_timeout")
+                    .await;
+            }
+        }
+        let status = streamer.finish(&mut self.client.out);
+        self.settle_fan_out(conns, status, dirty);
+        self.client.flush().await.map_err(|_| End::ClientGone)
     }
 
     /// Whether the request may leave session state on the connections
@@ -891,6 +926,54 @@ fn ending(classified: &crate::router::Classified) -> bool {
         classified.transaction,
         Some(Transaction::Commit { .. } | Transaction::Rollback { .. })
     )
+}
+
+/// Waits for a cross-shard request, within `query_timeout` (`limits.0`). A
+/// cancel for the client reaches every shard of the request (each then
+/// answers with its error), and the wait goes on. None: the time ran out.
+async fn await_with_cancel<F: std::future::Future>(
+    handle: &crate::session::SessionHandle,
+    limits: (Option<std::time::Duration>, std::time::Duration),
+    work: F,
+    cancels: &[crate::pool::server_conn::CancelKey],
+) -> Option<F::Output> {
+    let (query_timeout, connect_timeout) = limits;
+    let mut work = std::pin::pin!(work);
+    let deadline = query_timeout.map(|limit| std::time::Instant::now() + limit);
+    handle.withdraw.reset();
+    handle.waiting.set(true);
+    let output = loop {
+        let withdraw = handle.withdraw.clone();
+        let step = rt::race(async { Some(work.as_mut().await) }, async {
+            withdraw.wait().await;
+            None
+        });
+        let step = match deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match rt::timeout(left, step).await {
+                    Some(step) => step,
+                    None => break None,
+                }
+            }
+            None => step.await,
+        };
+        match step {
+            Some(output) => break Some(output),
+            None => {
+                handle.withdraw.reset();
+                for key in cancels {
+                    let key = key.clone();
+                    rt::spawn(async move {
+                        let _ = crate::pool::server_conn::send_cancel(&key, connect_timeout).await;
+                    })
+                    .detach();
+                }
+            }
+        }
+    };
+    handle.waiting.set(false);
+    output
 }
 
 /// The first request of `batch` (through its first sync point), for a
