@@ -336,17 +336,23 @@ fn combined_status(each: &[&Answer<'_>]) -> Result<TransactionStatus, AssembleEr
             .ok_or_else(|| AssembleError::Protocol("no ReadyForQuery".to_owned()))?;
         let shard = TransactionStatus::from_byte(ready.body.first().copied().unwrap_or(0))
             .map_err(|e| AssembleError::Protocol(e.to_string()))?;
-        status = match (status, shard) {
-            (TransactionStatus::Failed, _) | (_, TransactionStatus::Failed) => {
-                TransactionStatus::Failed
-            }
-            (TransactionStatus::InTransaction, _) | (_, TransactionStatus::InTransaction) => {
-                TransactionStatus::InTransaction
-            }
-            _ => TransactionStatus::Idle,
-        };
+        status = combine_status(status, shard);
     }
     Ok(status)
+}
+
+/// Two shards' transaction statuses as one: failed if either failed, else
+/// in a transaction if either is.
+pub fn combine_status(a: TransactionStatus, b: TransactionStatus) -> TransactionStatus {
+    match (a, b) {
+        (TransactionStatus::Failed, _) | (_, TransactionStatus::Failed) => {
+            TransactionStatus::Failed
+        }
+        (TransactionStatus::InTransaction, _) | (_, TransactionStatus::InTransaction) => {
+            TransactionStatus::InTransaction
+        }
+        _ => TransactionStatus::Idle,
+    }
 }
 
 /// One extended-protocol op that did not fail.

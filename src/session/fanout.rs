@@ -324,14 +324,7 @@ impl Streamer {
                     .first()
                     .and_then(|&b| TransactionStatus::from_byte(b).ok())
                     .unwrap_or(TransactionStatus::Failed);
-                self.status = match (self.status, shard) {
-                    (TransactionStatus::Failed, _) | (_, TransactionStatus::Failed) => {
-                        TransactionStatus::Failed
-                    }
-                    (TransactionStatus::InTransaction, _)
-                    | (_, TransactionStatus::InTransaction) => TransactionStatus::InTransaction,
-                    _ => TransactionStatus::Idle,
-                };
+                self.status = crate::fanout::assemble::combine_status(self.status, shard);
                 self.done = true;
             }
             BackendKind::ParseComplete => {

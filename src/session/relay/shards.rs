@@ -116,19 +116,7 @@ impl Relay<'_> {
                 self.shard = shard;
                 Ok(Step::Here)
             }
-            Decision::Many { shards, fanout } => {
-                self.many(batch, shards, fanout).await?;
-                Ok(Step::Done)
-            }
-            Decision::Refuse {
-                sqlstate,
-                message,
-                hint,
-            } => {
-                self.refuse(batch, sqlstate, &message, hint.as_deref())
-                    .await?;
-                Ok(Step::Done)
-            }
+            other => self.not_here(batch, other).await,
         }
     }
 
@@ -222,19 +210,7 @@ impl Relay<'_> {
                 self.start_request_here(batch.clone()).await?;
                 Ok(Step::Done)
             }
-            Decision::Many { shards, fanout } => {
-                self.many(batch, shards, fanout).await?;
-                Ok(Step::Done)
-            }
-            Decision::Refuse {
-                sqlstate,
-                message,
-                hint,
-            } => {
-                self.refuse(batch, sqlstate, &message, hint.as_deref())
-                    .await?;
-                Ok(Step::Done)
-            }
+            other => self.not_here(batch, other).await,
         }
     }
 
@@ -358,6 +334,24 @@ impl Relay<'_> {
         let word = crate::router::first_word(sql)?;
         (word.eq_ignore_ascii_case("set") || word.eq_ignore_ascii_case("reset"))
             .then_some(Control::Setting(None))
+    }
+
+    /// A decision the single-connection path does not take: several shards,
+    /// or a refusal.
+    async fn not_here(&mut self, batch: &ClientBatch, decision: Decision) -> Result<Step, End> {
+        match decision {
+            Decision::Many { shards, fanout } => self.many(batch, shards, fanout).await?,
+            Decision::Refuse {
+                sqlstate,
+                message,
+                hint,
+            } => {
+                self.refuse(batch, sqlstate, &message, hint.as_deref())
+                    .await?
+            }
+            Decision::Any | Decision::One(_) => return Ok(Step::Here),
+        }
+        Ok(Step::Done)
     }
 
     /// A request for several shards, unless `cross_shard_disabled`.
@@ -904,20 +898,14 @@ impl Relay<'_> {
 
 /// The transaction status the shards' last ReadyForQuery messages give.
 fn combined(replies: &[&[u8]]) -> TransactionStatus {
-    let mut status = TransactionStatus::Idle;
-    for reply in replies {
-        let last = reply
-            .len()
-            .checked_sub(1)
-            .and_then(|i| reply.get(i))
-            .copied();
-        match last.and_then(|b| TransactionStatus::from_byte(b).ok()) {
-            Some(TransactionStatus::Failed) => return TransactionStatus::Failed,
-            Some(TransactionStatus::InTransaction) => status = TransactionStatus::InTransaction,
-            _ => {}
-        }
-    }
-    status
+    replies
+        .iter()
+        .fold(TransactionStatus::Idle, |status, reply| {
+            let last = reply
+                .last()
+                .and_then(|&b| TransactionStatus::from_byte(b).ok());
+            assemble::combine_status(status, last.unwrap_or(TransactionStatus::Failed))
+        })
 }
 
 /// COMMIT or ROLLBACK (not to a savepoint, not prepared).
