@@ -23,7 +23,7 @@ mod classify;
 mod hints;
 mod lex;
 pub mod plans;
-mod tree;
+pub(crate) mod tree;
 
 pub mod shard;
 

@@ -388,20 +388,28 @@ impl Walk {
                 self.list(&sample.args);
             }
             // Leaves: nothing below them can hold a query.
-            NodeEnum::ColumnRef(_)
+            NodeEnum::RangeVar(_) | NodeEnum::SetToDefault(_) => {}
+            leaf if is_leaf(leaf) => {}
+            _ => self.incomplete = true,
+        }
+    }
+}
+
+/// Expression nodes with no expression below them (so no sub-query, no
+/// function call, no aggregate): every tree walk stops at them.
+pub(crate) fn is_leaf(node: &NodeEnum) -> bool {
+    matches!(
+        node,
+        NodeEnum::ColumnRef(_)
             | NodeEnum::AConst(_)
             | NodeEnum::ParamRef(_)
             | NodeEnum::SqlvalueFunction(_)
             | NodeEnum::AStar(_)
-            | NodeEnum::RangeVar(_)
             | NodeEnum::String(_)
             | NodeEnum::Integer(_)
             | NodeEnum::Float(_)
             | NodeEnum::Boolean(_)
             | NodeEnum::BitString(_)
             | NodeEnum::TypeName(_)
-            | NodeEnum::SetToDefault(_) => {}
-            _ => self.incomplete = true,
-        }
-    }
+    )
 }

@@ -243,17 +243,7 @@ pub(super) fn find_aggregate(node: &Node) -> Found {
         NodeEnum::SortBy(sort) => first(sort.node.as_deref()),
         // The test expression of `x IN (SELECT ...)` is this query's.
         NodeEnum::SubLink(link) => first(link.testexpr.as_deref()),
-        NodeEnum::ColumnRef(_)
-        | NodeEnum::AConst(_)
-        | NodeEnum::ParamRef(_)
-        | NodeEnum::SqlvalueFunction(_)
-        | NodeEnum::AStar(_)
-        | NodeEnum::String(_)
-        | NodeEnum::Integer(_)
-        | NodeEnum::Float(_)
-        | NodeEnum::Boolean(_)
-        | NodeEnum::BitString(_)
-        | NodeEnum::TypeName(_) => Found::Nothing,
+        leaf if crate::router::tree::is_leaf(leaf) => Found::Nothing,
         _ => Found::Opaque,
     }
 }

@@ -834,18 +834,8 @@ impl<'s> Walker<'s> {
             NodeEnum::GroupingSet(set) => self.visit_list(scope, &set.content),
             NodeEnum::List(list) => self.visit_list(scope, &list.items),
             NodeEnum::MultiAssignRef(m) => self.visit_opt(scope, m.source.as_deref()),
-            NodeEnum::ColumnRef(_)
-            | NodeEnum::AConst(_)
-            | NodeEnum::ParamRef(_)
-            | NodeEnum::SqlvalueFunction(_)
-            | NodeEnum::AStar(_)
-            | NodeEnum::String(_)
-            | NodeEnum::Integer(_)
-            | NodeEnum::Float(_)
-            | NodeEnum::Boolean(_)
-            | NodeEnum::BitString(_)
-            | NodeEnum::TypeName(_)
-            | NodeEnum::SetToDefault(_) => {}
+            NodeEnum::SetToDefault(_) => {}
+            leaf if crate::router::tree::is_leaf(leaf) => {}
             other => self.opaque(other),
         }
     }
