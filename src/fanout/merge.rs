@@ -48,6 +48,8 @@ pub enum MergeError {
     Param { index: usize, reason: String },
     /// LIMIT or OFFSET below zero ("LIMIT must not be negative").
     Negative { clause: &'static str },
+    /// The rows a merge must hold at once pass `MAX_HELD_BYTES`.
+    TooLarge { limit_bytes: usize },
     /// The plan names a column the shards' rows do not have.
     Plan(String),
     /// A HAVING condition that cannot be evaluated on the merged values.
@@ -58,6 +60,7 @@ impl MergeError {
     /// The SQLSTATE for the client's ErrorResponse ("errcodes-appendix").
     pub fn sqlstate(&self) -> &'static str {
         match self {
+            MergeError::TooLarge { .. } => "54000",
             MergeError::Mismatch { .. } | MergeError::Plan(_) => "XX000",
             MergeError::Datum(error) => error.sqlstate(),
             MergeError::Having(_) => "42804",
@@ -88,6 +91,12 @@ impl std::fmt::Display for MergeError {
                 write!(f, "parameter ${}: {reason}", index + 1)
             }
             MergeError::Negative { clause } => write!(f, "{clause} must not be negative"),
+            MergeError::TooLarge { limit_bytes } => write!(
+                f,
+                "the cross-shard result is too large to merge in memory (over {} MiB held); \
+                 add a LIMIT, or route the query to one shard",
+                limit_bytes / (1024 * 1024)
+            ),
             MergeError::Plan(what) => write!(f, "cross-shard merge plan: {what}"),
             MergeError::Having(what) => write!(f, "HAVING across shards: {what}"),
         }
@@ -102,6 +111,11 @@ impl From<DatumError> for MergeError {
     }
 }
 
+/// The most bytes of rows one merge holds at once (a sorted or DISTINCT
+/// result without LIMIT holds all its rows; a GROUP BY, one row per group).
+/// Past it the query fails with 54000 rather than take the core's memory.
+pub const MAX_HELD_BYTES: usize = 256 * 1024 * 1024;
+
 /// The merge of one execution of a cross-shard SELECT.
 pub struct Merge {
     plan: Rc<MergePlan>,
@@ -111,6 +125,7 @@ pub struct Merge {
     /// Set by the first RowDescription.
     active: Option<Active>,
     spans: Vec<Span>,
+    limit_bytes: usize,
 }
 
 /// What exists once the columns are known.
@@ -157,7 +172,14 @@ impl Merge {
             params,
             active: None,
             spans: Vec::new(),
+            limit_bytes: MAX_HELD_BYTES,
         })
+    }
+
+    /// Holds at most `limit_bytes` of rows instead of `MAX_HELD_BYTES`.
+    pub fn with_memory_limit(mut self, limit_bytes: usize) -> Merge {
+        self.limit_bytes = limit_bytes;
+        self
     }
 
     /// One shard's RowDescription body (after the 5-byte header). The first
@@ -219,11 +241,17 @@ impl Merge {
         check_plan(&self.plan, &order_by, description.len())?;
         let visible = self.plan.visible.min(description.len());
         let grouper = match &self.plan.aggregate {
-            Some(aggregate) => Some(Grouper::new(aggregate, &description)?),
+            Some(aggregate) => {
+                let mut grouper = Grouper::new(aggregate, &description)?;
+                grouper.limit_bytes = self.limit_bytes;
+                Some(grouper)
+            }
             None => None,
         };
         let bound = self.limit.map(|limit| self.offset.saturating_add(limit));
-        let collector = Collector::new(&order_by, &description, visible, self.plan.distinct, bound);
+        let mut collector =
+            Collector::new(&order_by, &description, visible, self.plan.distinct, bound);
+        collector.limit_memory(self.limit_bytes);
         Ok(Active {
             description,
             first_shard: shard,
@@ -563,6 +591,47 @@ mod tests {
         shards: &[Vec<Vec<Option<&str>>>],
     ) -> Vec<Vec<Option<String>>> {
         run_with(plan, &[], &[], fields, shards).unwrap()
+    }
+
+    /// Feeds every row of `shards` to a merge limited to `limit_bytes`.
+    fn feed_limited(
+        plan: MergePlan,
+        limit_bytes: usize,
+        fields: &[Field],
+        shards: &[Vec<Vec<Option<&str>>>],
+    ) -> Result<u64, MergeError> {
+        let mut merge = Merge::new(Rc::new(plan), &[], &[])?.with_memory_limit(limit_bytes);
+        for (shard, rows) in shards.iter().enumerate() {
+            merge.row_description(shard, &description(fields))?;
+            for values in rows {
+                merge.data_row(shard, &row(values))?;
+            }
+        }
+        merge.finish(&mut BytesMut::new())
+    }
+
+    #[test]
+    fn a_merge_that_would_hold_too_much_fails_with_54000() {
+        let fields = [field("id", INT4)];
+        let values: Vec<String> = (0..2000).map(|i| i.to_string()).collect();
+        let rows: Vec<Vec<Option<&str>>> = values.iter().map(|v| vec![Some(v.as_str())]).collect();
+        let shards = vec![rows.clone(), rows];
+        let mut sorted = plan();
+        sorted.order_by = vec![asc(0)];
+        let error = feed_limited(sorted.clone(), 10_000, &fields, &shards).unwrap_err();
+        assert_eq!(error.sqlstate(), "54000");
+        assert!(error.to_string().contains("add a LIMIT"), "{error}");
+        // A LIMIT keeps only its best rows: far under the same limit.
+        sorted.limit = Some(Count::Literal(10));
+        assert_eq!(feed_limited(sorted, 10_000, &fields, &shards).unwrap(), 10);
+        // Groups count too.
+        let groups = grouped(vec![0], vec![aggregate(0, AggKind::Count)]);
+        let error = feed_limited(groups.clone(), 10_000, &fields, &shards).unwrap_err();
+        assert!(matches!(error, MergeError::TooLarge { .. }), "{error}");
+        assert_eq!(
+            feed_limited(groups, 1 << 30, &fields, &shards).unwrap(),
+            2000
+        );
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub(super) struct Collector {
     scratch: Vec<Datum>,
     arena: BytesMut,
     next_seq: u64,
+    /// Bytes of the rows kept, and the most the merge may keep.
+    held_bytes: usize,
+    limit_bytes: usize,
 }
 
 impl Collector {
@@ -138,7 +141,15 @@ impl Collector {
             scratch: Vec::with_capacity(sort.len()),
             arena: BytesMut::new(),
             next_seq: 0,
+            held_bytes: 0,
+            limit_bytes: usize::MAX,
         }
+    }
+
+    /// The most row bytes this stage may keep (a sorted LIMIT keeps only
+    /// its best rows, so it rarely comes near).
+    pub fn limit_memory(&mut self, limit_bytes: usize) {
+        self.limit_bytes = limit_bytes;
     }
 
     /// Takes one row (split into `spans`) unless it cannot reach the client.
@@ -177,6 +188,12 @@ impl Collector {
             RowBody::Borrowed(row) if self.prunes() => Bytes::copy_from_slice(row),
             RowBody::Borrowed(row) => self.store(row),
         };
+        self.held_bytes += row.len();
+        if self.held_bytes > self.limit_bytes {
+            return Err(MergeError::TooLarge {
+                limit_bytes: self.limit_bytes,
+            });
+        }
         self.entries.push(Entry {
             row,
             visible_end: end,
@@ -279,6 +296,7 @@ impl Collector {
                     .map(|key| std::mem::replace(key, Datum::Null)),
             );
         }
+        self.held_bytes = entries.iter().map(|entry| entry.row.len()).sum();
         self.entries = entries;
         self.keys = keys;
         self.threshold = Some(bound - 1);

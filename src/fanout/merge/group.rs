@@ -52,6 +52,10 @@ pub(super) struct Grouper {
     key: Vec<u8>,
     partials: Vec<Datum>,
     arena: BytesMut,
+    /// Bytes the groups hold (each its first row, its key and its states,
+    /// roughly), and the most they may.
+    held_bytes: usize,
+    pub(super) limit_bytes: usize,
 }
 
 impl Grouper {
@@ -94,6 +98,8 @@ impl Grouper {
             key: Vec::new(),
             partials: Vec::new(),
             arena: BytesMut::new(),
+            held_bytes: 0,
+            limit_bytes: usize::MAX,
         })
     }
 
@@ -183,6 +189,8 @@ impl Grouper {
 
     fn find_or_insert(&mut self, body: &[u8], spans: &[Span]) -> Result<usize, MergeError> {
         let group = self.groups.len();
+        // A new group costs its row twice (first row, key) and its states.
+        let cost = 2 * body.len() + 64 * self.aggregates.len().max(1);
         match &mut self.index {
             GroupIndex::Bytes(index) => {
                 self.key.clear();
@@ -196,6 +204,7 @@ impl Grouper {
                 let states = new_states(&self.aggregates, &self.types, &self.partial_types)?;
                 index.insert(self.key.as_slice().into(), group);
                 self.push_group(body, states);
+                self.count(cost)?;
             }
             GroupIndex::Datums(index) => {
                 let key = self
@@ -210,9 +219,20 @@ impl Grouper {
                 let states = new_states(&self.aggregates, &self.types, &self.partial_types)?;
                 index.insert(key, group);
                 self.push_group(body, states);
+                self.count(cost)?;
             }
         }
         Ok(group)
+    }
+
+    fn count(&mut self, cost: usize) -> Result<(), MergeError> {
+        self.held_bytes += cost;
+        if self.held_bytes > self.limit_bytes {
+            return Err(MergeError::TooLarge {
+                limit_bytes: self.limit_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn push_group(&mut self, body: &[u8], states: Vec<AggState>) {
