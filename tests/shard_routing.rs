@@ -38,26 +38,35 @@ fn server() -> &'static PgServer {
     server
 }
 
-/// Where Postgres's own hash partitioning (modulus 2) puts each id.
+/// Where Postgres's own hash partitioning (modulus 2) puts each id. Each
+/// call has its own table: tests run in parallel.
 fn postgres_shard_of(ids: &[i64]) -> Vec<usize> {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let table = format!(
+        "shd_place_{}",
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let server = server();
     server.psql(
         "postgres",
-        "drop table if exists shd_place; \
-         create table shd_place (id bigint) partition by hash (id); \
-         create table shd_place_0 partition of shd_place for values with (modulus 2, remainder 0); \
-         create table shd_place_1 partition of shd_place for values with (modulus 2, remainder 1)",
+        &format!(
+            "drop table if exists {table}; \
+             create table {table} (id bigint) partition by hash (id); \
+             create table {table}_0 partition of {table} for values with (modulus 2, remainder 0); \
+             create table {table}_1 partition of {table} for values with (modulus 2, remainder 1)"
+        ),
     );
     let list: Vec<String> = ids.iter().map(|id| format!("({id})")).collect();
     server.psql(
         "postgres",
-        &format!("insert into shd_place values {}", list.join(",")),
+        &format!("insert into {table} values {}", list.join(",")),
     );
-    ids.iter()
+    let places = ids
+        .iter()
         .map(|id| {
             let part = server.psql(
                 "postgres",
-                &format!("select tableoid::regclass from shd_place where id = {id}"),
+                &format!("select tableoid::regclass from {table} where id = {id}"),
             );
             if part.trim().ends_with("_0") {
                 0
@@ -65,7 +74,9 @@ fn postgres_shard_of(ids: &[i64]) -> Vec<usize> {
                 1
             }
         })
-        .collect()
+        .collect();
+    server.psql("postgres", &format!("drop table {table}"));
+    places
 }
 
 fn start(general: &str) -> (Sleddog, u16) {
