@@ -533,7 +533,10 @@ impl Statement {
             Some(Set::Many(shards)) => Target::Shards(shards),
         };
         if let Some(error) = &facts.single_only {
-            if matches!(target, Target::All | Target::Shards(_)) {
+            // One shard is right only when a single sharded table is read:
+            // a key pins that table's rows, not another table's (a join not
+            // on the key, a subquery reading another sharded table).
+            if facts.sharded_refs > 1 || matches!(target, Target::All | Target::Shards(_)) {
                 return Err(RouteError::Unsupported(error.clone()));
             }
         }

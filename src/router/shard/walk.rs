@@ -21,7 +21,7 @@ use crate::fanout::Unsupported;
 
 const SUBQUERY: &str = "a subquery that needs rows from other shards";
 const CTE: &str = "a CTE that needs rows from other shards";
-const WRITING_CTE: &str = "a data-modifying CTE on a sharded table";
+const WRITING_CTE: &str = "a data-modifying CTE";
 
 /// What the walk found in one statement.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,8 +29,12 @@ pub(super) struct Facts {
     pub keys: Option<KeyExpr>,
     /// Fails the statement whenever its own SQL decides the route.
     pub error: Option<Unsupported>,
-    /// Fails the statement when it would go to more than one shard.
+    /// Fails the statement when it would go to more than one shard, or
+    /// when it reads more than one sharded table (`sharded_refs`): a key
+    /// then pins one table's rows, not the others'.
     pub single_only: Option<Unsupported>,
+    /// How many times the statement names a sharded table.
+    pub sharded_refs: u32,
     pub key_change: Option<KeyChange>,
     /// Shards of the sharded schemas it names.
     pub schema_shards: Vec<ShardId>,
@@ -154,7 +158,11 @@ impl<'s> Walker<'s> {
         }
     }
 
-    fn single_only(&mut self, what: String, hint: String) {
+    /// A join not on the sharding key, or a subquery or CTE reading a
+    /// sharded table: fine on one shard only when the statement reads a
+    /// single sharded table (its key then pins every row it needs); see
+    /// `Facts::sharded_refs`.
+    fn cross_shard(&mut self, what: String, hint: String) {
         if self.facts.single_only.is_none() {
             self.facts.single_only = Some(Unsupported { what, hint });
         }
@@ -184,7 +192,7 @@ impl<'s> Walker<'s> {
         self.facts.writes_tables = true;
         let mut scope = Scope::new(None);
         if let Some(target) = target {
-            let at = self.relation(&mut scope, target);
+            let at = self.target(&mut scope, target);
             if scope.rels[at].rule.is_some() {
                 self.fail("MERGE into a sharded table", &Unsupported::route_hint());
             }
@@ -194,7 +202,7 @@ impl<'s> Walker<'s> {
     /// `COPY table FROM` (`from`) or `COPY table TO`.
     pub(super) fn statement_copy(&mut self, target: &RangeVar, from: bool) {
         let mut scope = Scope::new(None);
-        let at = self.relation(&mut scope, target);
+        let at = self.target(&mut scope, target);
         if from {
             self.facts.writes_tables = true;
             if scope.rels[at].rule.is_some() {
@@ -344,12 +352,12 @@ impl<'s> Walker<'s> {
                 "a join of sharded tables `{}` and `{}` not on their sharding key",
                 scope.rels[first].name, scope.rels[other].name
             );
-            self.single_only(what, Unsupported::route_hint());
+            self.cross_shard(what, Unsupported::route_hint());
             return;
         }
         if let Some(what) = sub {
             if !scope.correlated {
-                self.single_only(what.to_string(), Unsupported::route_hint());
+                self.cross_shard(what.to_string(), Unsupported::route_hint());
             }
         }
     }
@@ -388,9 +396,11 @@ impl<'s> Walker<'s> {
             Dml::Update(update) => self.update(Some(scope), update),
             Dml::Delete(delete) => self.delete(Some(scope), delete),
         };
-        if sharded {
-            self.single_only(WRITING_CTE.to_string(), Unsupported::route_hint());
-        }
+        // A sharded target's rows may be on other shards than the outer
+        // statement's; an omnisharded or unsharded one must be written on
+        // every shard. Either way no single route is right.
+        let _ = sharded;
+        self.fail(WRITING_CTE, &Unsupported::route_hint());
         keys
     }
 
@@ -467,14 +477,24 @@ impl<'s> Walker<'s> {
     }
 
     /// A table (or CTE reference) in FROM; returns its index in the scope.
+    /// The table a statement writes: never a CTE of the same name, which
+    /// Postgres does not look at for a DML target.
+    fn target(&mut self, scope: &mut Scope<'_>, relation: &RangeVar) -> usize {
+        self.table(scope, relation, false)
+    }
+
     fn relation(&mut self, scope: &mut Scope<'_>, relation: &RangeVar) -> usize {
+        self.table(scope, relation, true)
+    }
+
+    fn table(&mut self, scope: &mut Scope<'_>, relation: &RangeVar, ctes: bool) -> usize {
         let schema = (!relation.schemaname.is_empty()).then(|| relation.schemaname.clone());
         let name = relation.relname.clone();
         let qualifier = relation
             .alias
             .as_ref()
             .map_or_else(|| name.clone(), |alias| alias.aliasname.clone());
-        if schema.is_none() && scope.is_cte(&name) {
+        if ctes && schema.is_none() && scope.is_cte(&name) {
             return scope.push(derived(qualifier));
         }
         let rule = self.table_rule(schema.as_deref(), &name);
@@ -502,6 +522,7 @@ impl<'s> Walker<'s> {
 
     fn sharded_rule(&mut self, rule: u16) {
         self.facts.sharded = true;
+        self.facts.sharded_refs += 1;
         if !self.facts.rules.contains(&rule) {
             self.facts.rules.push(rule);
         }
@@ -851,7 +872,7 @@ impl<'s> Walker<'s> {
             _ => false,
         });
         if sharded {
-            self.single_only(SUBQUERY.to_string(), Unsupported::route_hint());
+            self.cross_shard(SUBQUERY.to_string(), Unsupported::route_hint());
         }
     }
 
@@ -872,7 +893,7 @@ impl<'s> Walker<'s> {
         let Some(relation) = &insert.relation else {
             return (None, false);
         };
-        let at = self.relation(&mut scope, relation);
+        let at = self.target(&mut scope, relation);
         let columns: Vec<&str> = insert
             .cols
             .iter()
@@ -888,6 +909,18 @@ impl<'s> Walker<'s> {
             self.sharded_rule(rule);
             Some(rule)
         });
+        if let (Some(rule), Some(conflict)) = (rule, insert.on_conflict_clause.as_deref()) {
+            let key = &self.schema.tables[usize::from(rule)].column;
+            let sets_key = conflict.target_list.iter().any(|node| {
+                matches!(&node.node, Some(NodeEnum::ResTarget(target)) if &target.name == key)
+            });
+            if sets_key {
+                self.fail(
+                    "changing the sharding key",
+                    "ON CONFLICT DO UPDATE may not set the sharding key: delete the row and insert it with its new key",
+                );
+            }
+        }
         let select = insert
             .select_stmt
             .as_deref()
@@ -973,7 +1006,7 @@ impl<'s> Walker<'s> {
         let Some(relation) = &update.relation else {
             return (None, false);
         };
-        let at = self.relation(&mut scope, relation);
+        let at = self.target(&mut scope, relation);
         for item in &update.from_clause {
             let item_keys = self.range_item(&mut scope, item, true);
             keys = and(keys, item_keys);
@@ -1024,7 +1057,7 @@ impl<'s> Walker<'s> {
         let Some(relation) = &delete.relation else {
             return (None, false);
         };
-        let at = self.relation(&mut scope, relation);
+        let at = self.target(&mut scope, relation);
         for item in &delete.using_clause {
             let item_keys = self.range_item(&mut scope, item, true);
             keys = and(keys, item_keys);
