@@ -345,17 +345,6 @@ fn shown(value: &MapValue) -> String {
     }
 }
 
-fn type_name(data_type: DataType) -> &'static str {
-    match data_type {
-        DataType::BigInt => "bigint",
-        DataType::Integer => "integer",
-        DataType::SmallInt => "smallint",
-        DataType::Text => "text",
-        DataType::Varchar => "varchar",
-        DataType::Uuid => "uuid",
-    }
-}
-
 /// One value checked against the column's type: integers (in range) for
 /// integer types, strings for text, UUIDs (stored lowercase, hyphenated,
 /// as Postgres prints them) for uuid.
@@ -365,7 +354,7 @@ fn typed_value(
     key: &'static str,
     line: usize,
 ) -> Result<MapValue, Problem> {
-    let name = type_name(data_type);
+    let name = data_type.sql_name();
     let problem = |why: String| (key, line, why);
     match (data_type, value) {
         (DataType::BigInt | DataType::Integer | DataType::SmallInt, MapValue::Int(int)) => {

@@ -729,14 +729,7 @@ impl Relay<'_> {
                 tracing::warn!(shard, error = %error.message, "cross-shard request failed");
                 return self.lose_fan_out(conns, "08006", &error.message).await;
             }
-            None => {
-                for (_, conn) in &conns {
-                    super::cancel_in_background(conn);
-                }
-                return self
-                    .lose_fan_out(conns, "57014", "canceling statement due to query_timeout")
-                    .await;
-            }
+            None => return self.time_out_fan_out(conns).await,
         };
         let slices: Vec<&[u8]> = replies.iter().map(|r| &r[..]).collect();
         let mut out = BytesMut::new();
@@ -843,14 +836,7 @@ impl Relay<'_> {
                 tracing::warn!(error = %message, "cross-shard request failed");
                 return self.lose_fan_out(conns, "08006", &message).await;
             }
-            None => {
-                for (_, conn) in &conns {
-                    super::cancel_in_background(conn);
-                }
-                return self
-                    .lose_fan_out(conns, "57014", "canceling statement due to query_timeout")
-                    .await;
-            }
+            None => return self.time_out_fan_out(conns).await,
         }
         let status = streamer.finish(&mut self.client.out);
         self.settle_fan_out(conns, status, dirty);
@@ -870,6 +856,16 @@ impl Relay<'_> {
             &mut names,
         );
         left.settings || left.other || left.advisory
+    }
+
+    /// `query_timeout` passed during a cross-shard request: what the shards
+    /// still run is cancelled and the connections closed.
+    async fn time_out_fan_out(&mut self, conns: Vec<(usize, PooledConn)>) -> Result<(), End> {
+        for (_, conn) in &conns {
+            super::cancel_in_background(conn);
+        }
+        self.lose_fan_out(conns, "57014", "canceling statement due to query_timeout")
+            .await
     }
 
     /// A shard failed mid-request: the connections are closed. Outside a
