@@ -93,11 +93,13 @@ fn client_gone_before_sync_commits_nothing() {
     );
 }
 
-/// Clients loop `select` while their server backends are terminated: each gets
-/// at most an error per termination and goes on over the same connection.
+/// Clients loop `select` while their server backends are terminated: each
+/// error a client sees retires one dead server connection, and the client goes
+/// on over its same connection to sleddog.
 #[tokio::test(flavor = "multi_thread")]
 async fn terminated_backends_under_looping_clients() {
-    let server = pg();
+    // Its own server: the terminations would reach other tests' connections.
+    let server = &PgServer::start_new("terminate_loop");
     let port = free_port();
     let proxy = Sleddog::start(&config(port, server.port(), "default_pool_size = 4"), USERS);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -142,7 +144,11 @@ async fn terminated_backends_under_looping_clients() {
             panic!("a client failed\n{}", proxy.log());
         };
         assert!(ok > 10, "only {ok} queries succeeded");
-        assert!(failed <= 3, "{failed} errors for 3 terminations");
+        // A backend dies some time after pg_terminate_backend returns, so a
+        // connection can pass its checkout probe and die under the next
+        // query: each error costs the core's pool (4) one dead connection,
+        // so at most 4 errors per termination.
+        assert!(failed <= 3 * 4, "{failed} errors for 3 terminations");
     }
 }
 
@@ -300,10 +306,14 @@ async fn session_mode_keeps_state_and_resets_between_clients() {
 }
 
 fn one_connection_proxy(general: &str) -> (Sleddog, u16) {
+    one_connection_proxy_to(pg(), general)
+}
+
+fn one_connection_proxy_to(server: &PgServer, general: &str) -> (Sleddog, u16) {
     let port = free_port();
     let lines =
         format!("default_pool_size = 1\nmin_pool_size = 0\ncheckout_timeout = 2000\n{general}");
-    let toml = config(port, pg().port(), &lines).replace("workers = 2", "workers = 1");
+    let toml = config(port, server.port(), &lines).replace("workers = 2", "workers = 1");
     (Sleddog::start(&toml, USERS), port)
 }
 
@@ -361,12 +371,13 @@ async fn session_state_does_not_leak_between_clients() {
 /// rather than letting its next statements run outside the transaction.
 #[tokio::test(flavor = "multi_thread")]
 async fn server_lost_inside_a_transaction_ends_the_session() {
-    let server = pg();
+    // Its own server: the termination would reach other tests' connections.
+    let server = &PgServer::start_new("lost_tx");
     server.psql(
         "sleddog",
         "create table if not exists lost_tx (id int); grant all on lost_tx to public",
     );
-    let (_proxy, port) = one_connection_proxy("");
+    let (_proxy, port) = one_connection_proxy_to(server, "");
     let client = connect(port, "sd_scram", "scram_pw").await;
     client
         .batch_execute("begin; insert into lost_tx values (1)")
