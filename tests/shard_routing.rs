@@ -575,3 +575,54 @@ async fn savepoints_and_failures_cover_every_shard_of_a_transaction() {
         .await
         .unwrap();
 }
+
+/// Peak resident memory of a process, in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+/// A merge that would hold more rows than `fanout::merge::MAX_HELD_BYTES`
+/// (256 MiB) fails with 54000, and sleddog's memory stays near that cap: the
+/// rows go into the merge as they arrive, so the shards' replies (320 MiB
+/// here, more than the cap on their own) are never held whole. The shards
+/// are cancelled, and the session serves its next query.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_past_its_memory_cap_fails_without_holding_the_replies() {
+    let (a, b) = one_on_each_shard(9_100_000);
+    let (proxy, port) = start("");
+    let client = connect(port, "sd_scram", "scram_pw").await;
+    for id in [a, b] {
+        client
+            .batch_execute(&format!(
+                "insert into users (id, email) values ({id}, 'wide')"
+            ))
+            .await
+            .unwrap();
+    }
+    let before = peak_rss_mib(proxy.pid());
+    let sql = format!(
+        "select u.id, g, repeat('x', 4000) as pad \
+         from users u, generate_series(1, 40000) g \
+         where u.id in ({a}, {b}) order by g, u.id"
+    );
+    let error = client.simple_query(&sql).await.unwrap_err();
+    assert_eq!(sqlstate(&error), "54000", "{error:?}");
+    let peak = peak_rss_mib(proxy.pid());
+    assert!(
+        peak < 384,
+        "sleddog's peak memory: {peak} MiB (before the query: {before} MiB)"
+    );
+    let left = rows(
+        &client,
+        &format!("select count(*) from users where id in ({a}, {b})"),
+    )
+    .await;
+    assert_eq!(left, vec![vec![Some("2".to_owned())]]);
+    client
+        .batch_execute(&format!("delete from users where id in ({a}, {b})"))
+        .await
+        .unwrap();
+}

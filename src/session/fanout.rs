@@ -4,10 +4,13 @@
 //! ReadyForQuery. `fanout::assemble` then makes the client's reply of them.
 //! Must not: decide routing or merge rows.
 
-use bytes::BytesMut;
+use std::cell::RefCell;
+use std::time::Duration;
 
-use crate::fanout::assemble::Op;
-use crate::pool::server_conn::read_more;
+use bytes::{Buf, BytesMut};
+
+use crate::fanout::assemble::{Op, Rows, RowsError};
+use crate::pool::server_conn::{self, read_more, CancelKey};
 use crate::pool::ServerConn;
 use crate::protocol::backend::BackendKind;
 use crate::protocol::frame;
@@ -67,16 +70,199 @@ async fn exchange_one(
     }
 }
 
-/// Sends `requests[n]` to `conns[n]`, all at once, and reads each reply.
-pub async fn exchange(
+/// Where a merged request's rows go as they arrive: into the merge, so no
+/// shard's reply is ever held whole. The request's one result is the
+/// merge's; its rows are fed and dropped from the reply, everything else is
+/// kept for `fanout::assemble`. The first error of the merge (columns that
+/// differ, rows past `fanout::merge::MAX_HELD_BYTES`) cancels what the
+/// shards still run, and the replies are read to their end without feeding.
+/// Shared by the shards' exchanges, which run at once on the client's core;
+/// borrowed only between awaits.
+pub struct Tap<'r, R: Rows> {
+    rows: RefCell<&'r mut R>,
+    error: RefCell<Option<RowsError>>,
+    cancels: &'r [CancelKey],
+    cancel_timeout: Duration,
+}
+
+impl<'r, R: Rows> Tap<'r, R> {
+    /// `cancels`: the shards' keys, sent at the merge's first error.
+    pub fn new(rows: &'r mut R, cancels: &'r [CancelKey], cancel_timeout: Duration) -> Self {
+        Tap {
+            rows: RefCell::new(rows),
+            error: RefCell::new(None),
+            cancels,
+            cancel_timeout,
+        }
+    }
+
+    /// The merge's first error, if it failed.
+    pub fn into_error(self) -> Option<RowsError> {
+        self.error.into_inner()
+    }
+
+    fn failed(&self) -> bool {
+        self.error.borrow().is_some()
+    }
+
+    fn feed(&self, result: Result<(), RowsError>) {
+        let Err(error) = result else {
+            return;
+        };
+        *self.error.borrow_mut() = Some(error);
+        for key in self.cancels {
+            let key = key.clone();
+            let timeout = self.cancel_timeout;
+            rt::spawn(async move {
+                let _ = server_conn::send_cancel(&key, timeout).await;
+            })
+            .detach();
+        }
+    }
+}
+
+/// Where one shard's reply stands, for its tap.
+#[derive(Default)]
+struct Tapping {
+    /// The result ended (CommandComplete, EmptyQueryResponse, ErrorResponse,
+    /// PortalSuspended): later rows are not the merge's.
+    result_over: bool,
+    /// The last message was a ParameterDescription, so a RowDescription now
+    /// describes the statement (format codes all zero), not the result.
+    after_parameters: bool,
+}
+
+impl Tapping {
+    /// Handles one message of `shard`'s reply; true when it is kept.
+    fn message<R: Rows>(
+        &mut self,
+        tap: &Tap<'_, R>,
+        shard: usize,
+        kind: BackendKind,
+        body: &[u8],
+    ) -> bool {
+        let after_parameters = std::mem::replace(
+            &mut self.after_parameters,
+            kind == BackendKind::ParameterDescription,
+        );
+        match kind {
+            BackendKind::DataRow if !self.result_over => {
+                if !tap.failed() {
+                    let fed = tap.rows.borrow_mut().row(shard, body);
+                    tap.feed(fed);
+                }
+                false
+            }
+            BackendKind::RowDescription if !self.result_over && !after_parameters => {
+                if !tap.failed() {
+                    let fed = tap.rows.borrow_mut().description(shard, body);
+                    tap.feed(fed);
+                }
+                true
+            }
+            BackendKind::CommandComplete
+            | BackendKind::EmptyQueryResponse
+            | BackendKind::ErrorResponse
+            | BackendKind::PortalSuspended => {
+                self.result_over = true;
+                true
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Like [`exchange_one`], with the result's rows fed to `tap` as they
+/// arrive; returns the rest of the reply. Yields the core between reads
+/// when the merge has used its share of time.
+async fn exchange_tapped<R: Rows>(
+    conn: &mut ServerConn,
+    request: &[u8],
+    ready: u32,
+    tap: &Tap<'_, R>,
+    shard: usize,
+) -> Result<BytesMut, String> {
+    conn.stream
+        .write_all(request)
+        .await
+        .map_err(|e| format!("could not write to the server: {e}"))?;
+    let mut kept = BytesMut::new();
+    let mut tapping = Tapping::default();
+    let mut seen = 0;
+    loop {
+        while let Some(header) = frame::header(&conn.buf, MAX_SERVER_MESSAGE_LEN)
+            .map_err(|e| format!("the server sent an invalid message: {e}"))?
+        {
+            if header.total_len > conn.buf.len() {
+                break;
+            }
+            let kind = BackendKind::from_tag(header.tag)
+                .map_err(|e| format!("the server sent an invalid message: {e}"))?;
+            if matches!(
+                kind,
+                BackendKind::CopyInResponse | BackendKind::CopyOutResponse
+            ) {
+                return Err("COPY is not supported across shards yet".to_owned());
+            }
+            let message = &conn.buf[..header.total_len];
+            if tapping.message(tap, shard, kind, &message[5..]) {
+                kept.extend_from_slice(message);
+            }
+            conn.buf.advance(header.total_len);
+            if kind == BackendKind::ReadyForQuery {
+                seen += 1;
+                if seen == ready {
+                    return Ok(kept);
+                }
+            }
+        }
+        rt::yield_if_needed().await;
+        match read_more(&mut conn.stream, &mut conn.buf).await {
+            Ok(n) if n > 0 => {}
+            Ok(_) => return Err("server closed the connection".to_owned()),
+            Err(e) => return Err(format!("could not read from the server: {e}")),
+        }
+    }
+}
+
+/// A merge after a tapped exchange: its descriptions and rows were fed as
+/// they arrived, so `fanout::assemble` only reads the client's description
+/// and the merged rows out of it.
+pub struct Fed<'r, R: Rows>(pub &'r mut R);
+
+impl<R: Rows> Rows for Fed<'_, R> {
+    fn description(&mut self, _shard: usize, _body: &[u8]) -> Result<(), RowsError> {
+        Ok(())
+    }
+    fn client_description(&self, out: &mut BytesMut) {
+        self.0.client_description(out);
+    }
+    fn row(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError> {
+        self.0.row(shard, body)
+    }
+    fn finish(&mut self, out: &mut BytesMut) -> Result<u64, RowsError> {
+        self.0.finish(out)
+    }
+}
+
+/// Sends `requests[n]` to `conns[n]`, all at once, and reads each reply;
+/// with a `tap`, the result's rows go to it as they arrive instead.
+pub async fn exchange<R: Rows>(
     conns: Vec<&mut ServerConn>,
     requests: &[BytesMut],
     ready: u32,
+    tap: Option<&Tap<'_, R>>,
 ) -> Result<Vec<BytesMut>, ExchangeError> {
     let futures: Vec<_> = conns
         .into_iter()
         .zip(requests)
-        .map(|(conn, request)| exchange_one(conn, request, ready))
+        .enumerate()
+        .map(|(shard, (conn, request))| async move {
+            match tap {
+                Some(tap) => exchange_tapped(conn, request, ready, tap, shard).await,
+                None => exchange_one(conn, request, ready).await,
+            }
+        })
         .collect();
     let mut replies = Vec::with_capacity(requests.len());
     for (shard, result) in rt::join_all(futures).await.into_iter().enumerate() {
@@ -603,5 +789,100 @@ mod tests {
         assert!(!streamable(&two, true));
         let closed = [Op::Bind, Op::Execute, Op::Close, Op::Sync];
         assert!(!streamable(&closed, true));
+    }
+
+    /// Records what a tap feeds; fails at the `fail_at`th row.
+    #[derive(Default)]
+    struct Recorder {
+        descriptions: Vec<(usize, Vec<u8>)>,
+        rows: Vec<(usize, Vec<u8>)>,
+        fail_at: Option<usize>,
+    }
+
+    impl Rows for Recorder {
+        fn description(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError> {
+            self.descriptions.push((shard, body.to_vec()));
+            Ok(())
+        }
+        fn client_description(&self, _out: &mut BytesMut) {}
+        fn row(&mut self, shard: usize, body: &[u8]) -> Result<(), RowsError> {
+            if self.fail_at == Some(self.rows.len()) {
+                return Err(RowsError {
+                    sqlstate: "54000",
+                    message: "too much".to_owned(),
+                });
+            }
+            self.rows.push((shard, body.to_vec()));
+            Ok(())
+        }
+        fn finish(&mut self, _out: &mut BytesMut) -> Result<u64, RowsError> {
+            Ok(self.rows.len() as u64)
+        }
+    }
+
+    /// A Parse/Describe(S)/Bind/Describe(P)/Execute/Sync reply through a
+    /// tap: which messages it keeps for assembling.
+    fn tapped(recorder: &mut Recorder) -> (Vec<BackendKind>, Option<RowsError>) {
+        let reply = [
+            (BackendKind::ParseComplete, vec![]),
+            (BackendKind::ParameterDescription, vec![0, 0]),
+            (BackendKind::RowDescription, description("statement")),
+            (BackendKind::BindComplete, vec![]),
+            (BackendKind::RowDescription, description("portal")),
+            (BackendKind::DataRow, row("1")),
+            (BackendKind::NoticeResponse, vec![0]),
+            (BackendKind::DataRow, row("2")),
+            (BackendKind::CommandComplete, b"SELECT 2\0".to_vec()),
+            (BackendKind::DataRow, row("later")),
+            (BackendKind::ReadyForQuery, vec![b'I']),
+        ];
+        let tap = Tap::new(recorder, &[], Duration::from_secs(1));
+        let mut tapping = Tapping::default();
+        let kept = reply
+            .iter()
+            .filter(|(kind, body)| tapping.message(&tap, 3, *kind, body))
+            .map(|(kind, _)| *kind)
+            .collect();
+        (kept, tap.into_error())
+    }
+
+    #[test]
+    fn a_tap_feeds_the_result_and_keeps_the_rest() {
+        let mut recorder = Recorder::default();
+        let (kept, error) = tapped(&mut recorder);
+        assert_eq!(error, None);
+        assert_eq!(
+            kept,
+            [
+                BackendKind::ParseComplete,
+                BackendKind::ParameterDescription,
+                BackendKind::RowDescription,
+                BackendKind::BindComplete,
+                BackendKind::RowDescription,
+                BackendKind::NoticeResponse,
+                BackendKind::CommandComplete,
+                BackendKind::DataRow,
+                BackendKind::ReadyForQuery,
+            ]
+        );
+        // The statement's description is not the result's.
+        assert_eq!(recorder.descriptions, [(3, description("portal"))]);
+        assert_eq!(recorder.rows, [(3, row("1")), (3, row("2"))]);
+    }
+
+    #[test]
+    fn a_tap_stops_feeding_at_the_first_error() {
+        let mut recorder = Recorder {
+            fail_at: Some(1),
+            ..Recorder::default()
+        };
+        let (kept, error) = tapped(&mut recorder);
+        assert_eq!(error.map(|e| e.sqlstate), Some("54000"));
+        assert_eq!(recorder.rows, [(3, row("1"))]);
+        // Rows are dropped either way; the reply's frame is kept.
+        assert_eq!(
+            kept.iter().filter(|k| **k == BackendKind::DataRow).count(),
+            1
+        );
     }
 }

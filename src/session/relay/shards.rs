@@ -711,16 +711,25 @@ impl Relay<'_> {
         fanned: fanout::Fanned,
         mut rows: FanRows,
     ) -> Result<(), End> {
-        let dirty = self.fan_out_dirty(batch);
+        let mut dirty = self.fan_out_dirty(batch);
         let requests = vec![fanned.request; conns.len()];
         let cancels: Vec<_> = conns.iter().map(|(_, c)| c.cancel_key.clone()).collect();
-        let exchange = fanout::exchange(
-            conns.iter_mut().map(|(_, c)| &mut **c).collect(),
-            &requests,
-            fanned.ready,
-        );
         let limits = (self.settings.query_timeout, self.settings.checkout.connect);
-        let result = await_with_cancel(self.handle, limits, exchange, &cancels).await;
+        let servers = conns.iter_mut().map(|(_, c)| &mut **c).collect();
+        let (result, tap_error) = match &mut rows {
+            FanRows::Stream(_) => {
+                let exchange = fanout::exchange::<Stream>(servers, &requests, fanned.ready, None);
+                let result = await_with_cancel(self.handle, limits, exchange, &cancels).await;
+                (result, None)
+            }
+            FanRows::Merge(merge) => {
+                // Rows go into the merge as they arrive (`fanout::Tap`).
+                let tap = fanout::Tap::new(merge.as_mut(), &cancels, limits.1);
+                let exchange = fanout::exchange(servers, &requests, fanned.ready, Some(&tap));
+                let result = await_with_cancel(self.handle, limits, exchange, &cancels).await;
+                (result, tap.into_error())
+            }
+        };
         self.client.buf.advance(batch.len);
         let replies = match result {
             Some(Ok(replies)) => replies,
@@ -734,12 +743,19 @@ impl Relay<'_> {
         let slices: Vec<&[u8]> = replies.iter().map(|r| &r[..]).collect();
         let mut out = BytesMut::new();
         let visible = fanned.visible;
-        let assembled = match &mut rows {
-            FanRows::Stream(stream) => {
+        let assembled = match (&mut rows, tap_error) {
+            (_, Some(error)) => {
+                // The shards were cancelled: a late cancel must not reach
+                // the connections' next request, so they are not reused.
+                dirty = true;
+                Err(assemble::AssembleError::Merge(error))
+            }
+            (FanRows::Stream(stream), None) => {
                 assemble::assemble(&fanned.ops, &slices, stream, visible, &mut out)
             }
-            FanRows::Merge(merge) => {
-                assemble::assemble(&fanned.ops, &slices, merge.as_mut(), visible, &mut out)
+            (FanRows::Merge(merge), None) => {
+                let mut fed = fanout::Fed(merge.as_mut());
+                assemble::assemble(&fanned.ops, &slices, &mut fed, visible, &mut out)
             }
         };
         let status = match assembled {
