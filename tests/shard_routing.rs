@@ -419,10 +419,35 @@ async fn cross_shard_requests_sleddog_cannot_answer_are_refused() {
         "select id, row_number() over () from users",
         "select count(distinct email) from users",
         "insert into users (id, email) values (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')",
+        // Among several statements, a SELECT that needs merging (each
+        // statement's results stream).
+        "select 1; select count(*) from users",
+        "select email from users; select id from users order by id",
     ] {
         let error = client.simple_query(sql).await.unwrap_err();
         assert_eq!(sqlstate(&error), "0A000", "{sql}: {error}");
     }
+    // Several statements whose results need no merging are answered.
+    let (a, b) = one_on_each_shard(9_200_000);
+    for id in [a, b] {
+        let sql = format!("insert into users (id, email) values ({id}, 'multi')");
+        client.simple_query(&sql).await.unwrap();
+    }
+    let sql = format!(
+        "select id from users where id in ({a}, {b}); \
+         select email from users where id in ({a}, {b}); \
+         delete from users where id in ({a}, {b})"
+    );
+    let mut got = rows(&client, &sql).await;
+    got.sort();
+    let mut want = vec![
+        vec![Some(a.to_string())],
+        vec![Some(b.to_string())],
+        vec![Some("multi".to_owned())],
+        vec![Some("multi".to_owned())],
+    ];
+    want.sort();
+    assert_eq!(got, want);
     // The session goes on.
     assert_eq!(
         rows(&client, "select 1").await,
@@ -587,10 +612,12 @@ fn peak_rss_mib(pid: u32) -> u64 {
 /// A merge that would hold more rows than `fanout::merge::MAX_HELD_BYTES`
 /// (256 MiB) fails with 54000, and sleddog's memory stays near that cap: the
 /// rows go into the merge as they arrive, so the shards' replies (320 MiB
-/// here, more than the cap on their own) are never held whole. The shards
-/// are cancelled, and the session serves its next query.
+/// here, more than the cap on their own) are never held whole. A request
+/// of several results with nothing to merge (read whole before it is
+/// assembled) is held up to the same cap. The shards are cancelled, and the
+/// session serves its next query.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_merge_past_its_memory_cap_fails_without_holding_the_replies() {
+async fn cross_shard_replies_past_the_memory_cap_fail_without_being_held() {
     let (a, b) = one_on_each_shard(9_100_000);
     let (proxy, port) = start("");
     let client = connect(port, "sd_scram", "scram_pw").await;
@@ -615,6 +642,15 @@ async fn a_merge_past_its_memory_cap_fails_without_holding_the_replies() {
         peak < 384,
         "sleddog's peak memory: {peak} MiB (before the query: {before} MiB)"
     );
+    let sql = format!(
+        "select u.id, g, repeat('x', 4000) as pad \
+         from users u, generate_series(1, 40000) g where u.id in ({a}, {b}); \
+         select id from users where id in ({a}, {b})"
+    );
+    let error = client.simple_query(&sql).await.unwrap_err();
+    assert_eq!(sqlstate(&error), "54000", "{error:?}");
+    let peak = peak_rss_mib(proxy.pid());
+    assert!(peak < 384, "sleddog's peak memory: {peak} MiB");
     let left = rows(
         &client,
         &format!("select count(*) from users where id in ({a}, {b})"),

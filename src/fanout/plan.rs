@@ -181,6 +181,40 @@ pub fn plan_select(parsed: &ParseResult, sql: &str) -> Result<FanoutQuery, Unsup
     select::plan(select, sql)
 }
 
+/// A text of several statements for several shards: each statement's
+/// results go to the client as the shards send them, so every SELECT among
+/// them must be one that needs no merge (no ORDER BY, LIMIT, aggregate,
+/// GROUP BY or DISTINCT). Err otherwise, or when one could not be answered
+/// across shards at all.
+pub fn plan_statements(parsed: &ParseResult, sql: &str) -> Result<FanoutQuery, Unsupported> {
+    for raw in &parsed.stmts {
+        let node = raw.stmt.as_deref().and_then(|stmt| stmt.node.as_ref());
+        let Some(NodeEnum::SelectStmt(select)) = node else {
+            continue;
+        };
+        if select.into_clause.is_some() {
+            continue;
+        }
+        let one = ParseResult {
+            version: parsed.version,
+            stmts: vec![raw.clone()],
+        };
+        let planned = plan_select(&one, sql)?;
+        if planned.merge.is_some() || planned.shard_sql.is_some() {
+            return Err(Unsupported {
+                what: "a SELECT that needs merging (ORDER BY, LIMIT, aggregates, GROUP BY, \
+                       DISTINCT) among other statements of one query"
+                    .to_owned(),
+                hint: "send it as a query of its own".to_owned(),
+            });
+        }
+    }
+    Ok(FanoutQuery {
+        shard_sql: None,
+        merge: None,
+    })
+}
+
 /// A set operation streams only as UNION ALL of selects that stream
 /// themselves; UNION, INTERSECT and EXCEPT compare rows of different
 /// shards, and ORDER BY or LIMIT over the union would need a merge of
@@ -234,6 +268,27 @@ mod tests {
 
     fn rejected(sql: &str) -> Unsupported {
         plan(sql).expect_err("unsupported")
+    }
+
+    #[test]
+    fn several_statements_fan_out_only_when_every_select_streams() {
+        let several = |sql: &str| {
+            let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).unwrap();
+            plan_statements(&parsed.protobuf, sql)
+        };
+        let streams = several("select id from t where v > 1; update t set v = 2; select * from u")
+            .expect("every result streams");
+        assert!(streams.merge.is_none() && streams.shard_sql.is_none());
+        for sql in [
+            "select 1; select count(*) from t",
+            "select v from t order by v; delete from t",
+            "select v from t limit 1; select 2",
+            "select distinct v from t; select 2",
+            "select 1; select row_number() over () from t",
+        ] {
+            let refused = several(sql).expect_err(sql);
+            assert!(!refused.hint.is_empty(), "{sql}");
+        }
     }
 
     fn aggregate_of(plan: &MergePlan) -> &AggregatePlan {

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use shards::ShardingSchema;
 
-use crate::fanout::plan::{plan_select, FanoutQuery};
+use crate::fanout::plan::{plan_select, plan_statements, FanoutQuery};
 use crate::fanout::Unsupported;
 use crate::router::lex;
 use crate::router::shard::{self, ShardPlan};
@@ -63,6 +63,9 @@ impl PlanCache {
             return fanout.clone();
         }
         let fanout = match parse(sql) {
+            Some(parsed) if parsed.protobuf.stmts.len() > 1 => {
+                plan_statements(&parsed.protobuf, sql).map(Rc::new)
+            }
             Some(parsed) => plan_select(&parsed.protobuf, sql).map(Rc::new),
             None => Err(Unsupported {
                 what: "a query sleddog cannot parse".to_owned(),

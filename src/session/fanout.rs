@@ -4,12 +4,13 @@
 //! ReadyForQuery. `fanout::assemble` then makes the client's reply of them.
 //! Must not: decide routing or merge rows.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 
 use crate::fanout::assemble::{Op, Rows, RowsError};
+use crate::fanout::merge::MAX_HELD_BYTES;
 use crate::pool::server_conn::{self, read_more, CancelKey};
 use crate::pool::ServerConn;
 use crate::protocol::backend::BackendKind;
@@ -28,75 +29,51 @@ pub struct ExchangeError {
     pub message: String,
 }
 
-/// Writes `request` to `conn` and reads until `ready` ReadyForQuery messages
-/// have arrived; returns those bytes (the connection's buffer is left with
-/// whatever followed).
-async fn exchange_one(
-    conn: &mut ServerConn,
-    request: &[u8],
-    ready: u32,
-) -> Result<BytesMut, String> {
-    conn.stream
-        .write_all(request)
-        .await
-        .map_err(|e| format!("could not write to the server: {e}"))?;
-    let mut scanned = 0;
-    let mut seen = 0;
-    loop {
-        while let Some(header) = frame::header(&conn.buf[scanned..], MAX_SERVER_MESSAGE_LEN)
-            .map_err(|e| format!("the server sent an invalid message: {e}"))?
-        {
-            if scanned + header.total_len > conn.buf.len() {
-                break;
-            }
-            match BackendKind::from_tag(header.tag) {
-                Ok(BackendKind::ReadyForQuery) => seen += 1,
-                Ok(BackendKind::CopyInResponse | BackendKind::CopyOutResponse) => {
-                    return Err("COPY is not supported across shards yet".to_owned());
-                }
-                Ok(_) => {}
-                Err(e) => return Err(format!("the server sent an invalid message: {e}")),
-            }
-            scanned += header.total_len;
-            if seen == ready {
-                return Ok(conn.buf.split_to(scanned));
-            }
-        }
-        match read_more(&mut conn.stream, &mut conn.buf).await {
-            Ok(n) if n > 0 => {}
-            Ok(_) => return Err("server closed the connection".to_owned()),
-            Err(e) => return Err(format!("could not read from the server: {e}")),
-        }
-    }
-}
-
-/// Where a merged request's rows go as they arrive: into the merge, so no
-/// shard's reply is ever held whole. The request's one result is the
-/// merge's; its rows are fed and dropped from the reply, everything else is
-/// kept for `fanout::assemble`. The first error of the merge (columns that
-/// differ, rows past `fanout::merge::MAX_HELD_BYTES`) cancels what the
-/// shards still run, and the replies are read to their end without feeding.
-/// Shared by the shards' exchanges, which run at once on the client's core;
-/// borrowed only between awaits.
+/// How the shards' replies to one request are read (`exchange`), shared
+/// by the shards' exchanges, which run at once on the client's core (its
+/// cells are borrowed only between awaits).
+///
+/// With `rows` (a merge), the request's one result goes into it as it
+/// arrives: its RowDescriptions and DataRows are fed, the rows dropped from
+/// the reply, so memory is the merge's. Whatever is kept for
+/// `fanout::assemble` (everything else, and every row when there is no
+/// merge) counts against `MAX_HELD_BYTES`. The first error (the merge's,
+/// or the replies past that cap) cancels what the shards still run; the
+/// replies are then read to their end without their rows.
 pub struct Tap<'r, R: Rows> {
-    rows: RefCell<&'r mut R>,
+    rows: Option<RefCell<&'r mut R>>,
+    held: Cell<usize>,
+    limit_bytes: usize,
     error: RefCell<Option<RowsError>>,
     cancels: &'r [CancelKey],
     cancel_timeout: Duration,
 }
 
 impl<'r, R: Rows> Tap<'r, R> {
-    /// `cancels`: the shards' keys, sent at the merge's first error.
-    pub fn new(rows: &'r mut R, cancels: &'r [CancelKey], cancel_timeout: Duration) -> Self {
+    /// `cancels`: the shards' keys, sent at the first error.
+    pub fn new(
+        rows: Option<&'r mut R>,
+        cancels: &'r [CancelKey],
+        cancel_timeout: Duration,
+    ) -> Self {
         Tap {
-            rows: RefCell::new(rows),
+            rows: rows.map(RefCell::new),
+            held: Cell::new(0),
+            limit_bytes: MAX_HELD_BYTES,
             error: RefCell::new(None),
             cancels,
             cancel_timeout,
         }
     }
 
-    /// The merge's first error, if it failed.
+    /// Holds at most `limit_bytes` of replies instead of `MAX_HELD_BYTES`.
+    #[cfg(test)]
+    fn with_limit(mut self, limit_bytes: usize) -> Self {
+        self.limit_bytes = limit_bytes;
+        self
+    }
+
+    /// The first error, if the exchange had one.
     pub fn into_error(self) -> Option<RowsError> {
         self.error.into_inner()
     }
@@ -106,9 +83,28 @@ impl<'r, R: Rows> Tap<'r, R> {
     }
 
     fn feed(&self, result: Result<(), RowsError>) {
-        let Err(error) = result else {
-            return;
-        };
+        if let Err(error) = result {
+            self.fail(error);
+        }
+    }
+
+    /// Counts `len` bytes kept for assembling.
+    fn hold(&self, len: usize) {
+        let held = self.held.get() + len;
+        self.held.set(held);
+        if held > self.limit_bytes && !self.failed() {
+            self.fail(RowsError {
+                sqlstate: "54000",
+                message: format!(
+                    "the cross-shard reply is too large to hold in memory (over {} MiB); \
+                     send its statements as separate requests",
+                    self.limit_bytes / (1024 * 1024)
+                ),
+            });
+        }
+    }
+
+    fn fail(&self, error: RowsError) {
         *self.error.borrow_mut() = Some(error);
         for key in self.cancels {
             let key = key.clone();
@@ -145,37 +141,46 @@ impl Tapping {
             &mut self.after_parameters,
             kind == BackendKind::ParameterDescription,
         );
-        match kind {
-            BackendKind::DataRow if !self.result_over => {
+        let keep = match (kind, &tap.rows) {
+            (BackendKind::DataRow, Some(rows)) if !self.result_over => {
                 if !tap.failed() {
-                    let fed = tap.rows.borrow_mut().row(shard, body);
+                    let fed = rows.borrow_mut().row(shard, body);
                     tap.feed(fed);
                 }
                 false
             }
-            BackendKind::RowDescription if !self.result_over && !after_parameters => {
+            (BackendKind::DataRow, _) => !tap.failed(),
+            (BackendKind::RowDescription, Some(rows)) if !self.result_over && !after_parameters => {
                 if !tap.failed() {
-                    let fed = tap.rows.borrow_mut().description(shard, body);
+                    let fed = rows.borrow_mut().description(shard, body);
                     tap.feed(fed);
                 }
                 true
             }
-            BackendKind::CommandComplete
-            | BackendKind::EmptyQueryResponse
-            | BackendKind::ErrorResponse
-            | BackendKind::PortalSuspended => {
+            (
+                BackendKind::CommandComplete
+                | BackendKind::EmptyQueryResponse
+                | BackendKind::ErrorResponse
+                | BackendKind::PortalSuspended,
+                _,
+            ) => {
                 self.result_over = true;
                 true
             }
             _ => true,
+        };
+        if keep {
+            tap.hold(5 + body.len());
         }
+        keep
     }
 }
 
-/// Like [`exchange_one`], with the result's rows fed to `tap` as they
-/// arrive; returns the rest of the reply. Yields the core between reads
-/// when the merge has used its share of time.
-async fn exchange_tapped<R: Rows>(
+/// Writes `request` to `conn` and reads until `ready` ReadyForQuery
+/// messages have arrived, through `tap`; returns what it kept of them (the
+/// connection's buffer is left with whatever followed). Yields the core
+/// between reads when this task has used its time slice.
+async fn exchange_one<R: Rows>(
     conn: &mut ServerConn,
     request: &[u8],
     ready: u32,
@@ -245,24 +250,19 @@ impl<R: Rows> Rows for Fed<'_, R> {
     }
 }
 
-/// Sends `requests[n]` to `conns[n]`, all at once, and reads each reply;
-/// with a `tap`, the result's rows go to it as they arrive instead.
+/// Sends `requests[n]` to `conns[n]`, all at once, and reads each reply
+/// through `tap`.
 pub async fn exchange<R: Rows>(
     conns: Vec<&mut ServerConn>,
     requests: &[BytesMut],
     ready: u32,
-    tap: Option<&Tap<'_, R>>,
+    tap: &Tap<'_, R>,
 ) -> Result<Vec<BytesMut>, ExchangeError> {
     let futures: Vec<_> = conns
         .into_iter()
         .zip(requests)
         .enumerate()
-        .map(|(shard, (conn, request))| async move {
-            match tap {
-                Some(tap) => exchange_tapped(conn, request, ready, tap, shard).await,
-                None => exchange_one(conn, request, ready).await,
-            }
-        })
+        .map(|(shard, (conn, request))| exchange_one(conn, request, ready, tap, shard))
         .collect();
     let mut replies = Vec::with_capacity(requests.len());
     for (shard, result) in rt::join_all(futures).await.into_iter().enumerate() {
@@ -836,7 +836,7 @@ mod tests {
             (BackendKind::DataRow, row("later")),
             (BackendKind::ReadyForQuery, vec![b'I']),
         ];
-        let tap = Tap::new(recorder, &[], Duration::from_secs(1));
+        let tap = Tap::new(Some(recorder), &[], Duration::from_secs(1));
         let mut tapping = Tapping::default();
         let kept = reply
             .iter()
@@ -879,10 +879,32 @@ mod tests {
         let (kept, error) = tapped(&mut recorder);
         assert_eq!(error.map(|e| e.sqlstate), Some("54000"));
         assert_eq!(recorder.rows, [(3, row("1"))]);
-        // Rows are dropped either way; the reply's frame is kept.
-        assert_eq!(
-            kept.iter().filter(|k| **k == BackendKind::DataRow).count(),
-            1
+        // After an error no row is kept, not even one outside the result.
+        assert!(!kept.contains(&BackendKind::DataRow), "{kept:?}");
+        assert!(kept.contains(&BackendKind::ReadyForQuery));
+    }
+
+    #[test]
+    fn without_a_merge_the_kept_reply_is_capped() {
+        let tap = Tap::<Recorder>::new(None, &[], Duration::from_secs(1)).with_limit(64);
+        let mut tapping = Tapping::default();
+        let mut kept = Vec::new();
+        tapping.message(&tap, 0, BackendKind::RowDescription, &description("v"));
+        for n in 0..10 {
+            let body = row(&format!("{n:08}"));
+            if tapping.message(&tap, 0, BackendKind::DataRow, &body) {
+                kept.push(n);
+            }
+        }
+        assert!(tapping.message(&tap, 0, BackendKind::ReadyForQuery, b"I"));
+        // 27 bytes of description, 19 per row: the second row passes 64.
+        assert_eq!(kept, [0, 1]);
+        let error = tap.into_error().expect("over the cap");
+        assert_eq!(error.sqlstate, "54000");
+        assert!(
+            error.message.contains("separate requests"),
+            "{}",
+            error.message
         );
     }
 }

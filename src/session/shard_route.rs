@@ -169,7 +169,7 @@ fn resolve(
         Ok(Target::All) => all(),
         Err(error) => return refuse(error),
     };
-    if !plan.select() {
+    if !plan.select() && !plan.several() {
         return Decision::Many {
             shards,
             fanout: None,

@@ -194,6 +194,8 @@ pub struct ShardPlan {
     kind: Kind,
     write: bool,
     select: bool,
+    /// The text holds more than one statement.
+    several: bool,
     hint_shard: Option<u32>,
     hint_key: Option<TextSpan>,
     /// Rules of the sharded tables the text names, for key hints.
@@ -210,6 +212,7 @@ pub fn plan(parsed: &ParseResult, sql: &str, schema: &ShardingSchema) -> ShardPl
         kind: Kind::Control,
         write: tree.write || scan.write_call || (tree.incomplete && scan.locking_words),
         select: false,
+        several: false,
         hint_shard: scan.hints.shard,
         hint_key: scan.hints.sharding_key,
         rules: Vec::new(),
@@ -224,6 +227,7 @@ pub fn plan(parsed: &ParseResult, sql: &str, schema: &ShardingSchema) -> ShardPl
     if let [NodeEnum::SelectStmt(select)] = nodes[..] {
         plan.select = select.locking_clause.is_empty() && select.into_clause.is_none();
     }
+    plan.several = nodes.len() > 1;
     if let [only] = nodes[..] {
         plan.setting = setting::plan_setting(only);
     }
@@ -420,6 +424,12 @@ impl ShardPlan {
     /// may answer it when it goes to several shards.
     pub fn select(&self) -> bool {
         self.select
+    }
+
+    /// The text holds several statements: going to several shards, each
+    /// SELECT among them must stream (`fanout::plan::plan_statements`).
+    pub fn several(&self) -> bool {
+        self.several
     }
 
     /// The text is only `SET LOCAL` (or `SET LOCAL ... TO DEFAULT`) of

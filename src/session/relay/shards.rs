@@ -718,14 +718,15 @@ impl Relay<'_> {
         let servers = conns.iter_mut().map(|(_, c)| &mut **c).collect();
         let (result, tap_error) = match &mut rows {
             FanRows::Stream(_) => {
-                let exchange = fanout::exchange::<Stream>(servers, &requests, fanned.ready, None);
+                let tap = fanout::Tap::<Stream>::new(None, &cancels, limits.1);
+                let exchange = fanout::exchange(servers, &requests, fanned.ready, &tap);
                 let result = await_with_cancel(self.handle, limits, exchange, &cancels).await;
-                (result, None)
+                (result, tap.into_error())
             }
             FanRows::Merge(merge) => {
                 // Rows go into the merge as they arrive (`fanout::Tap`).
-                let tap = fanout::Tap::new(merge.as_mut(), &cancels, limits.1);
-                let exchange = fanout::exchange(servers, &requests, fanned.ready, Some(&tap));
+                let tap = fanout::Tap::new(Some(merge.as_mut()), &cancels, limits.1);
+                let exchange = fanout::exchange(servers, &requests, fanned.ready, &tap);
                 let result = await_with_cancel(self.handle, limits, exchange, &cancels).await;
                 (result, tap.into_error())
             }
