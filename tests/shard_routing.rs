@@ -423,6 +423,8 @@ async fn cross_shard_requests_sleddog_cannot_answer_are_refused() {
         // statement's results stream).
         "select 1; select count(*) from users",
         "select email from users; select id from users order by id",
+        "select email from users; select now()",
+        "delete from users where email = 'none'; show search_path",
     ] {
         let error = client.simple_query(sql).await.unwrap_err();
         assert_eq!(sqlstate(&error), "0A000", "{sql}: {error}");
@@ -661,4 +663,37 @@ async fn cross_shard_replies_past_the_memory_cap_fail_without_being_held() {
         .batch_execute(&format!("delete from users where id in ({a}, {b})"))
         .await
         .unwrap();
+}
+
+/// One extended-protocol request of statements for every shard and one for
+/// any shard that returns rows: `select now()` would run on every shard
+/// with the rest and answer once per shard, so the request is refused.
+#[test]
+fn a_request_mixing_fan_out_and_any_shard_rows_is_refused() {
+    use common::proxy::{bind_no_params, execute, parse, sync, Raw};
+    let (_proxy, port) = start("auth_type = \"trust\"");
+    let mut raw = Raw::login(port, "sd_scram", None);
+    let mut batch = Vec::new();
+    for sql in ["select id from users", "select now()"] {
+        batch.extend(parse(sql));
+        batch.extend(bind_no_params());
+        batch.extend(execute());
+    }
+    batch.extend(sync());
+    raw.send(&batch);
+    let replies = raw.until_ready();
+    let error = replies.iter().find(|m| m.tag == b'E').expect("an error");
+    assert_eq!(error.sqlstate().as_deref(), Some("0A000"), "{replies:?}");
+    // Statements for every shard together are answered.
+    let mut batch = Vec::new();
+    for sql in ["select id from users", "select email from users"] {
+        batch.extend(parse(sql));
+        batch.extend(bind_no_params());
+        batch.extend(execute());
+    }
+    batch.extend(sync());
+    raw.send(&batch);
+    let replies = raw.until_ready();
+    assert!(replies.iter().all(|m| m.tag != b'E'), "{replies:?}");
+    assert_eq!(replies.iter().filter(|m| m.tag == b'C').count(), 2);
 }

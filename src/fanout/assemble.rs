@@ -369,10 +369,14 @@ fn extended<R: Rows>(
     for message in notices {
         put_message(out, message.kind.tag(), message.body);
     }
+    // The first result is `rows`'; a later one (another Execute of the
+    // request) has its own columns, checked across shards on their own.
+    let mut later = Stream::default();
+    let describing: &mut dyn RowsDyn = if *merged { &mut later } else { rows };
     match op {
         Op::Parse { visible } | Op::DescribePortal { visible } if !visible => {
             if let Op::DescribePortal { .. } = op {
-                describe(each, rows)?;
+                describe(each, describing)?;
             }
         }
         Op::DescribeStatement => {
@@ -404,8 +408,8 @@ fn extended<R: Rows>(
             }
         }
         Op::DescribePortal { .. } => {
-            if describe(each, rows)? {
-                rows.client_description(out);
+            if describe(each, describing)? {
+                describing.client_description_dyn(out);
             } else {
                 write::no_data(out);
             }
@@ -427,11 +431,11 @@ fn extended<R: Rows>(
 }
 
 /// Feeds every shard's RowDescription to `rows`; false for NoData.
-fn describe<R: Rows>(each: &[&Answer<'_>], rows: &mut R) -> Result<bool, AssembleError> {
+fn describe(each: &[&Answer<'_>], rows: &mut dyn RowsDyn) -> Result<bool, AssembleError> {
     let mut described = false;
     for (shard, answer) in each.iter().enumerate() {
         if let Some(body) = find(answer, BackendKind::RowDescription) {
-            rows.description(shard, body)
+            rows.description_dyn(shard, body)
                 .map_err(AssembleError::Merge)?;
             described = true;
         }

@@ -77,6 +77,7 @@ pub fn decide(
 ) -> Decision {
     let mut decision = Decision::Any;
     let mut statements_seen = 0;
+    let mut any_rows = false;
     let mut parsed: Vec<(&str, &str)> = Vec::new();
     let mut offset = 0;
     while let Ok(Some(header)) = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN) {
@@ -89,7 +90,9 @@ pub fn decide(
             Ok(FrontendKind::Query) => match FrontendMessage::decode(msg) {
                 Ok(FrontendMessage::Query { sql }) => {
                     statements_seen += 1;
-                    resolve(cache, sql, &[], &[], schema, session)
+                    let step = resolve(cache, sql, &[], &[], schema, session);
+                    any_rows |= rows_from_any(cache, sql, schema, &step);
+                    step
                 }
                 _ => continue,
             },
@@ -124,7 +127,9 @@ pub fn decide(
                         _ => Format::Text,
                     })
                     .collect();
-                resolve(cache, sql, &parts.params, &formats, schema, session)
+                let step = resolve(cache, sql, &parts.params, &formats, schema, session);
+                any_rows |= rows_from_any(cache, sql, schema, &step);
+                step
             }
             _ => continue,
         };
@@ -133,7 +138,37 @@ pub fn decide(
             return decision;
         }
     }
-    decision
+    match decision {
+        // A statement for any one shard that returns rows, sent to several
+        // with the rest: its rows would come once per shard.
+        Decision::Many { .. } if any_rows => Decision::Refuse {
+            sqlstate: "0A000",
+            message: "not supported across shards: a request whose statements for several \
+                      shards come with one that returns rows from any one shard (it would \
+                      answer once per shard)"
+                .to_owned(),
+            hint: Some("send them as separate requests".to_owned()),
+        },
+        decision => decision,
+    }
+}
+
+/// Whether `sql`, decided `step`, goes to any one shard and returns rows
+/// (`SELECT now()`, a read of an omnisharded table, `SHOW`).
+fn rows_from_any(
+    cache: &mut PlanCache,
+    sql: &str,
+    schema: &ShardingSchema,
+    step: &Decision,
+) -> bool {
+    if !matches!(step, Decision::Any) {
+        return false;
+    }
+    let planned = cache.route(sql, schema);
+    planned
+        .plan
+        .as_ref()
+        .is_some_and(|plan| plan.returns_rows())
 }
 
 /// One statement's decision.

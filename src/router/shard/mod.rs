@@ -185,6 +185,9 @@ struct Statement {
     /// Where it goes without a key: `All` or `Any`.
     base: Target,
     facts: Facts,
+    /// It returns rows (a SELECT, RETURNING, EXPLAIN): sent to every shard
+    /// when it needs only one, its rows would come once per shard.
+    returns_rows: bool,
 }
 
 /// The routing plan of one statement text; cache it per text (behind an
@@ -196,6 +199,8 @@ pub struct ShardPlan {
     select: bool,
     /// The text holds more than one statement.
     several: bool,
+    /// The text holds a SHOW or FETCH (rows from whichever shard runs it).
+    control_rows: bool,
     hint_shard: Option<u32>,
     hint_key: Option<TextSpan>,
     /// Rules of the sharded tables the text names, for key hints.
@@ -213,6 +218,7 @@ pub fn plan(parsed: &ParseResult, sql: &str, schema: &ShardingSchema) -> ShardPl
         write: tree.write || scan.write_call || (tree.incomplete && scan.locking_words),
         select: false,
         several: false,
+        control_rows: false,
         hint_shard: scan.hints.shard,
         hint_key: scan.hints.sharding_key,
         rules: Vec::new(),
@@ -228,6 +234,9 @@ pub fn plan(parsed: &ParseResult, sql: &str, schema: &ShardingSchema) -> ShardPl
         plan.select = select.locking_clause.is_empty() && select.into_clause.is_none();
     }
     plan.several = nodes.len() > 1;
+    plan.control_rows = nodes
+        .iter()
+        .any(|node| matches!(node, NodeEnum::VariableShowStmt(_) | NodeEnum::FetchStmt(_)));
     if let [only] = nodes[..] {
         plan.setting = setting::plan_setting(only);
     }
@@ -238,7 +247,8 @@ pub fn plan(parsed: &ParseResult, sql: &str, schema: &ShardingSchema) -> ShardPl
             (Kind::Query, _) | (_, Kind::Query) => Kind::Query,
             _ => Kind::Control,
         };
-        if let Some(statement) = statement {
+        if let Some(mut statement) = statement {
+            statement.returns_rows = returns_rows(node);
             plan.write |= statement.facts.writes_tables;
             for &rule in &statement.facts.rules {
                 if !plan.rules.contains(&rule) {
@@ -360,7 +370,15 @@ fn plan_statement(node: &NodeEnum, schema: &ShardingSchema) -> (Kind, Option<Sta
     } else {
         Target::Any
     };
-    (kind, Some(Statement { base, facts }))
+    let returns_rows = false;
+    (
+        kind,
+        Some(Statement {
+            base,
+            facts,
+            returns_rows,
+        }),
+    )
 }
 
 /// The statement inside EXPLAIN, DECLARE or COPY (query) TO.
@@ -402,12 +420,38 @@ impl ShardPlan {
         if let Some(key) = input.session_key {
             return self.key_target(key, input);
         }
-        match &self.statements[..] {
-            [only] => only.resolve(input),
-            many => many.iter().try_fold(Target::Any, |target, statement| {
-                combine(target, statement.resolve(input)?)
-            }),
+        let [first, more @ ..] = &self.statements[..] else {
+            return Ok(Target::Any);
+        };
+        let mut target = first.resolve(input)?;
+        if more.is_empty() && !self.several {
+            return Ok(target);
         }
+        let mut rows_from_any = first.returns_rows && target == Target::Any;
+        for statement in more {
+            let next = statement.resolve(input)?;
+            rows_from_any |= statement.returns_rows && next == Target::Any;
+            target = combine(target, next)?;
+        }
+        let several_shards = match &target {
+            Target::All => true,
+            Target::Shards(shards) => shards.len() > 1,
+            Target::Any | Target::Shard(_) => false,
+        };
+        if several_shards && (rows_from_any || self.control_rows) {
+            return Err(unsupported(
+                "a query string whose statements for several shards come with one that \
+                 returns rows from any one shard (it would answer once per shard)",
+                "send the statements one at a time",
+            ));
+        }
+        Ok(target)
+    }
+
+    /// Some statement of the text returns rows (SELECT, RETURNING,
+    /// EXPLAIN, SHOW, FETCH).
+    pub fn returns_rows(&self) -> bool {
+        self.control_rows || self.statements.iter().any(|s| s.returns_rows)
     }
 
     /// The statement writes (DML, DDL, a locking SELECT, a write function).
@@ -511,6 +555,22 @@ fn checked(shard: u32, shards: u16) -> Result<Target, RouteError> {
 }
 
 /// Statements of one text go to one place, or the text is unsupported.
+fn returning(clause: Option<&pg_query::protobuf::ReturningClause>) -> bool {
+    clause.is_some_and(|clause| !clause.exprs.is_empty())
+}
+
+/// Whether a statement answers with rows.
+fn returns_rows(node: &NodeEnum) -> bool {
+    match node {
+        NodeEnum::SelectStmt(select) => select.into_clause.is_none(),
+        NodeEnum::InsertStmt(insert) => returning(insert.returning_clause.as_ref()),
+        NodeEnum::UpdateStmt(update) => returning(update.returning_clause.as_ref()),
+        NodeEnum::DeleteStmt(delete) => returning(delete.returning_clause.as_ref()),
+        NodeEnum::ExplainStmt(_) | NodeEnum::VariableShowStmt(_) | NodeEnum::FetchStmt(_) => true,
+        _ => false,
+    }
+}
+
 fn combine(left: Target, right: Target) -> Result<Target, RouteError> {
     match (left, right) {
         (Target::Any, other) | (other, Target::Any) => Ok(other),

@@ -837,3 +837,35 @@ fn hunt_pinned_write_reads_other_shards_rows() {
     );
     assert_not_narrowed("INSERT INTO users (id, name) VALUES (5, (SELECT max(name) FROM users))");
 }
+
+#[test]
+fn several_statements_for_several_shards_refuse_rows_from_any_one_shard() {
+    for sql in [
+        "select * from users; select now()",
+        "select * from countries; delete from orders",
+        "update users set v = 1; show search_path",
+        "delete from users returning id; select 1",
+        "insert into countries (code) values ('x') returning code; select * from countries",
+    ] {
+        let what = unsupported_what(route(sql));
+        assert!(what.contains("once per shard"), "{sql}: {what}");
+    }
+    // Rows from every shard, or statements without rows, are fine.
+    assert_eq!(
+        route("select * from users; select * from orders"),
+        Ok(Target::All)
+    );
+    assert_eq!(
+        route("set work_mem = '8MB'; select * from users"),
+        Ok(Target::All)
+    );
+    assert_eq!(
+        route("delete from users; delete from orders"),
+        Ok(Target::All)
+    );
+    // On one shard, the rows come once.
+    assert_eq!(
+        route("select * from users where id = 1; select now()"),
+        Ok(user("1"))
+    );
+}
