@@ -673,26 +673,25 @@ fn a_request_mixing_fan_out_and_any_shard_rows_is_refused() {
     use common::proxy::{bind_no_params, execute, parse, sync, Raw};
     let (_proxy, port) = start("auth_type = \"trust\"");
     let mut raw = Raw::login(port, "sd_scram", None);
-    let mut batch = Vec::new();
-    for sql in ["select id from users", "select now()"] {
-        batch.extend(parse(sql));
-        batch.extend(bind_no_params());
-        batch.extend(execute());
-    }
-    batch.extend(sync());
-    raw.send(&batch);
+    let pipeline = |statements: [&str; 2]| {
+        let mut batch = Vec::new();
+        for sql in statements {
+            batch.extend(parse(sql));
+            batch.extend(bind_no_params());
+            batch.extend(execute());
+        }
+        batch.extend(sync());
+        batch
+    };
+    raw.send(&pipeline(["select id from users", "select now()"]));
     let replies = raw.until_ready();
     let error = replies.iter().find(|m| m.tag == b'E').expect("an error");
     assert_eq!(error.sqlstate().as_deref(), Some("0A000"), "{replies:?}");
     // Statements for every shard together are answered.
-    let mut batch = Vec::new();
-    for sql in ["select id from users", "select email from users"] {
-        batch.extend(parse(sql));
-        batch.extend(bind_no_params());
-        batch.extend(execute());
-    }
-    batch.extend(sync());
-    raw.send(&batch);
+    raw.send(&pipeline([
+        "select id from users",
+        "select email from users",
+    ]));
     let replies = raw.until_ready();
     assert!(replies.iter().all(|m| m.tag != b'E'), "{replies:?}");
     assert_eq!(replies.iter().filter(|m| m.tag == b'C').count(), 2);

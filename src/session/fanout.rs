@@ -176,6 +176,27 @@ impl Tapping {
     }
 }
 
+/// The kind and length of the whole server message at the start of `buf`
+/// (None until all of it is there). Err: an invalid message, or COPY, which
+/// a cross-shard request cannot carry.
+fn whole_message(buf: &[u8]) -> Result<Option<(BackendKind, usize)>, String> {
+    let invalid = |e: &dyn std::fmt::Display| format!("the server sent an invalid message: {e}");
+    let Some(header) = frame::header(buf, MAX_SERVER_MESSAGE_LEN).map_err(|e| invalid(&e))? else {
+        return Ok(None);
+    };
+    if header.total_len > buf.len() {
+        return Ok(None);
+    }
+    let kind = BackendKind::from_tag(header.tag).map_err(|e| invalid(&e))?;
+    if matches!(
+        kind,
+        BackendKind::CopyInResponse | BackendKind::CopyOutResponse
+    ) {
+        return Err("COPY is not supported across shards yet".to_owned());
+    }
+    Ok(Some((kind, header.total_len)))
+}
+
 /// Writes `request` to `conn` and reads until `ready` ReadyForQuery
 /// messages have arrived, through `tap`; returns what it kept of them (the
 /// connection's buffer is left with whatever followed). Yields the core
@@ -195,25 +216,12 @@ async fn exchange_one<R: Rows>(
     let mut tapping = Tapping::default();
     let mut seen = 0;
     loop {
-        while let Some(header) = frame::header(&conn.buf, MAX_SERVER_MESSAGE_LEN)
-            .map_err(|e| format!("the server sent an invalid message: {e}"))?
-        {
-            if header.total_len > conn.buf.len() {
-                break;
-            }
-            let kind = BackendKind::from_tag(header.tag)
-                .map_err(|e| format!("the server sent an invalid message: {e}"))?;
-            if matches!(
-                kind,
-                BackendKind::CopyInResponse | BackendKind::CopyOutResponse
-            ) {
-                return Err("COPY is not supported across shards yet".to_owned());
-            }
-            let message = &conn.buf[..header.total_len];
+        while let Some((kind, len)) = whole_message(&conn.buf)? {
+            let message = &conn.buf[..len];
             if tapping.message(tap, shard, kind, &message[5..]) {
                 kept.extend_from_slice(message);
             }
-            conn.buf.advance(header.total_len);
+            conn.buf.advance(len);
             if kind == BackendKind::ReadyForQuery {
                 seen += 1;
                 if seen == ready {
@@ -595,21 +603,8 @@ pub async fn stream_one(
 ) -> Result<(), String> {
     const FLUSH_AT: usize = 64 * 1024;
     loop {
-        while let Some(header) = frame::header(&conn.buf, MAX_SERVER_MESSAGE_LEN)
-            .map_err(|e| format!("the server sent an invalid message: {e}"))?
-        {
-            if header.total_len > conn.buf.len() {
-                break;
-            }
-            let message = conn.buf.split_to(header.total_len);
-            let kind = BackendKind::from_tag(header.tag)
-                .map_err(|e| format!("the server sent an invalid message: {e}"))?;
-            if matches!(
-                kind,
-                BackendKind::CopyInResponse | BackendKind::CopyOutResponse
-            ) {
-                return Err("COPY is not supported across shards yet".to_owned());
-            }
+        while let Some((kind, len)) = whole_message(&conn.buf)? {
+            let message = conn.buf.split_to(len);
             streamer.message(kind, &message[5..], &mut client.out);
             if streamer.done {
                 return Ok(());
