@@ -319,7 +319,10 @@ pub fn assemble<R: Rows>(
             write::close_complete(out);
             continue;
         }
-        extended(*op, &each, rows, visible, &mut merged, out)?;
+        // A Describe of the portal after the first result's Execute with
+        // another Execute after it describes a later result.
+        let later = merged && ops[n..].contains(&Op::Execute);
+        extended(*op, &each, rows, visible, &mut merged, later, out)?;
     }
     Ok(status)
 }
@@ -362,6 +365,7 @@ fn extended<R: Rows>(
     rows: &mut R,
     visible: usize,
     merged: &mut bool,
+    later_result: bool,
     out: &mut BytesMut,
 ) -> Result<(), AssembleError> {
     let first = each[0];
@@ -372,7 +376,7 @@ fn extended<R: Rows>(
     // The first result is `rows`'; a later one (another Execute of the
     // request) has its own columns, checked across shards on their own.
     let mut later = Stream::default();
-    let describing: &mut dyn RowsDyn = if *merged { &mut later } else { rows };
+    let describing: &mut dyn RowsDyn = if later_result { &mut later } else { rows };
     match op {
         Op::Parse { visible } | Op::DescribePortal { visible } if !visible => {
             if let Op::DescribePortal { .. } = op {

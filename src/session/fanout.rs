@@ -37,9 +37,11 @@ pub struct ExchangeError {
 /// arrives: its RowDescriptions and DataRows are fed, the rows dropped from
 /// the reply, so memory is the merge's. Whatever is kept for
 /// `fanout::assemble` (everything else, and every row when there is no
-/// merge) counts against `MAX_HELD_BYTES`. The first error (the merge's,
-/// or the replies past that cap) cancels what the shards still run; the
-/// replies are then read to their end without their rows.
+/// merge) counts against `MAX_HELD_BYTES`. After the first error (the
+/// merge's, or the replies past that cap) the replies are read to their end
+/// without their rows; a merge's error also cancels what the shards still
+/// run (`cancels`: empty inside a transaction, where a late cancel could
+/// reach the transaction's next statement).
 pub struct Tap<'r, R: Rows> {
     rows: Option<RefCell<&'r mut R>>,
     held: Cell<usize>,
@@ -50,7 +52,7 @@ pub struct Tap<'r, R: Rows> {
 }
 
 impl<'r, R: Rows> Tap<'r, R> {
-    /// `cancels`: the shards' keys, sent at the first error.
+    /// `cancels`: the shards' keys, sent at a merge's error.
     pub fn new(
         rows: Option<&'r mut R>,
         cancels: &'r [CancelKey],
@@ -84,7 +86,7 @@ impl<'r, R: Rows> Tap<'r, R> {
 
     fn feed(&self, result: Result<(), RowsError>) {
         if let Err(error) = result {
-            self.fail(error);
+            self.fail(error, true);
         }
     }
 
@@ -93,19 +95,28 @@ impl<'r, R: Rows> Tap<'r, R> {
         let held = self.held.get() + len;
         self.held.set(held);
         if held > self.limit_bytes && !self.failed() {
-            self.fail(RowsError {
-                sqlstate: "54000",
-                message: format!(
-                    "the cross-shard reply is too large to hold in memory (over {} MiB); \
+            // Not cancelled: the request may hold writes that some shards
+            // have committed; every shard finishes, its rows dropped.
+            let cancel = false;
+            self.fail(
+                RowsError {
+                    sqlstate: "54000",
+                    message: format!(
+                        "the cross-shard reply is too large to hold in memory (over {} MiB); \
                      send its statements as separate requests",
-                    self.limit_bytes / (1024 * 1024)
-                ),
-            });
+                        self.limit_bytes / (1024 * 1024)
+                    ),
+                },
+                cancel,
+            );
         }
     }
 
-    fn fail(&self, error: RowsError) {
+    fn fail(&self, error: RowsError, cancel: bool) {
         *self.error.borrow_mut() = Some(error);
+        if !cancel {
+            return;
+        }
         for key in self.cancels {
             let key = key.clone();
             let timeout = self.cancel_timeout;

@@ -77,7 +77,9 @@ pub fn decide(
 ) -> Decision {
     let mut decision = Decision::Any;
     let mut statements_seen = 0;
-    let mut any_rows = false;
+    // Statements for any one shard, checked for rows only when the request
+    // goes to several.
+    let mut any_shard: Vec<&str> = Vec::new();
     let mut parsed: Vec<(&str, &str)> = Vec::new();
     let mut offset = 0;
     while let Ok(Some(header)) = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN) {
@@ -91,7 +93,9 @@ pub fn decide(
                 Ok(FrontendMessage::Query { sql }) => {
                     statements_seen += 1;
                     let step = resolve(cache, sql, &[], &[], schema, session);
-                    any_rows |= rows_from_any(cache, sql, schema, &step);
+                    if matches!(step, Decision::Any) {
+                        any_shard.push(sql);
+                    }
                     step
                 }
                 _ => continue,
@@ -128,7 +132,9 @@ pub fn decide(
                     })
                     .collect();
                 let step = resolve(cache, sql, &parts.params, &formats, schema, session);
-                any_rows |= rows_from_any(cache, sql, schema, &step);
+                if matches!(step, Decision::Any) {
+                    any_shard.push(sql);
+                }
                 step
             }
             _ => continue,
@@ -138,10 +144,19 @@ pub fn decide(
             return decision;
         }
     }
+    let rows_from_any = |cache: &mut PlanCache| {
+        any_shard.iter().any(|sql| {
+            let planned = cache.route(sql, schema);
+            planned
+                .plan
+                .as_ref()
+                .is_some_and(|plan| plan.returns_rows())
+        })
+    };
     match decision {
         // A statement for any one shard that returns rows, sent to several
         // with the rest: its rows would come once per shard.
-        Decision::Many { .. } if any_rows => Decision::Refuse {
+        Decision::Many { .. } if rows_from_any(cache) => Decision::Refuse {
             sqlstate: "0A000",
             message: "not supported across shards: a request whose statements for several \
                       shards come with one that returns rows from any one shard (it would \
@@ -151,24 +166,6 @@ pub fn decide(
         },
         decision => decision,
     }
-}
-
-/// Whether `sql`, decided `step`, goes to any one shard and returns rows
-/// (`SELECT now()`, a read of an omnisharded table, `SHOW`).
-fn rows_from_any(
-    cache: &mut PlanCache,
-    sql: &str,
-    schema: &ShardingSchema,
-    step: &Decision,
-) -> bool {
-    if !matches!(step, Decision::Any) {
-        return false;
-    }
-    let planned = cache.route(sql, schema);
-    planned
-        .plan
-        .as_ref()
-        .is_some_and(|plan| plan.returns_rows())
 }
 
 /// One statement's decision.
@@ -204,7 +201,9 @@ fn resolve(
         Ok(Target::All) => all(),
         Err(error) => return refuse(error),
     };
-    if !plan.select() && !plan.several() {
+    // Several statements with rows: each SELECT among them must stream.
+    let planned = plan.select() || (plan.several() && plan.returns_rows());
+    if !planned {
         return Decision::Many {
             shards,
             fanout: None,
@@ -238,6 +237,13 @@ fn combine(so_far: Decision, next: Decision, statements: usize) -> Decision {
         (refused @ Decision::Refuse { .. }, _) | (_, refused @ Decision::Refuse { .. }) => refused,
         (Decision::Any, next) if statements <= 1 => next,
         (Decision::Any, Decision::Many { fanout, .. }) if merges(&fanout) => Decision::Refuse {
+            sqlstate: "0A000",
+            message:
+                "a cross-shard SELECT that needs merging must be the only statement of its request"
+                    .to_owned(),
+            hint: Some("send it as a request of its own".to_owned()),
+        },
+        (Decision::Many { fanout, .. }, Decision::Any) if merges(&fanout) => Decision::Refuse {
             sqlstate: "0A000",
             message:
                 "a cross-shard SELECT that needs merging must be the only statement of its request"

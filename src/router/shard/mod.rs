@@ -562,7 +562,12 @@ fn returning(clause: Option<&pg_query::protobuf::ReturningClause>) -> bool {
 /// Whether a statement answers with rows.
 fn returns_rows(node: &NodeEnum) -> bool {
     match node {
-        NodeEnum::SelectStmt(select) => select.into_clause.is_none(),
+        // A SELECT without FROM (`select set_config(...)`, `setval`) that
+        // rides with statements for every shard runs on each: migration
+        // scripts rely on it, so its repeated row is let through.
+        NodeEnum::SelectStmt(select) => {
+            select.into_clause.is_none() && !select.from_clause.is_empty()
+        }
         NodeEnum::InsertStmt(insert) => returning(insert.returning_clause.as_ref()),
         NodeEnum::UpdateStmt(update) => returning(update.returning_clause.as_ref()),
         NodeEnum::DeleteStmt(delete) => returning(delete.returning_clause.as_ref()),

@@ -716,16 +716,23 @@ impl Relay<'_> {
         let cancels: Vec<_> = conns.iter().map(|(_, c)| c.cancel_key.clone()).collect();
         let limits = (self.settings.query_timeout, self.settings.checkout.connect);
         let servers = conns.iter_mut().map(|(_, c)| &mut **c).collect();
+        // Inside a transaction a merge's error is not cancelled (see Tap).
+        let in_transaction = self.status != TransactionStatus::Idle || !self.parked.is_empty();
+        let tap_cancels = if in_transaction {
+            &[][..]
+        } else {
+            &cancels[..]
+        };
         let (result, tap_error) = match &mut rows {
             FanRows::Stream(_) => {
-                let tap = fanout::Tap::<Stream>::new(None, &cancels, limits.1);
+                let tap = fanout::Tap::<Stream>::new(None, tap_cancels, limits.1);
                 let exchange = fanout::exchange(servers, &requests, fanned.ready, &tap);
                 let result = await_with_cancel(self.handle, limits, exchange, &cancels).await;
                 (result, tap.into_error())
             }
             FanRows::Merge(merge) => {
                 // Rows go into the merge as they arrive (`fanout::Tap`).
-                let tap = fanout::Tap::new(Some(merge.as_mut()), &cancels, limits.1);
+                let tap = fanout::Tap::new(Some(merge.as_mut()), tap_cancels, limits.1);
                 let exchange = fanout::exchange(servers, &requests, fanned.ready, &tap);
                 let result = await_with_cancel(self.handle, limits, exchange, &cancels).await;
                 (result, tap.into_error())
@@ -746,8 +753,8 @@ impl Relay<'_> {
         let visible = fanned.visible;
         let assembled = match (&mut rows, tap_error) {
             (_, Some(error)) => {
-                // The shards were cancelled: a late cancel must not reach
-                // the connections' next request, so they are not reused.
+                // The shards may have been cancelled: a late cancel must not
+                // reach the connections' next request, so they are not reused.
                 dirty = true;
                 Err(assemble::AssembleError::Merge(error))
             }
@@ -762,7 +769,8 @@ impl Relay<'_> {
         let status = match assembled {
             Ok(status) => status,
             Err(error) => {
-                // Every shard answered in full: the connections are sound.
+                // Every shard's reply was read in full: the connections are
+                // sound (after a tap error they are closed all the same).
                 // Inside a transaction the failure fails it, as an error
                 // from a server would.
                 let sqlstate = match &error {
