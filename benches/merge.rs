@@ -144,12 +144,14 @@ fn main() {
         limit: Some(Count::Literal(100)),
         sort_names: vec![],
     };
-    run(
-        "ORDER BY id DESC LIMIT 100",
-        top,
-        &[("id", 20), ("name", 25)],
-        &shards,
-    );
+    let columns = [("id", 20), ("name", 25)];
+    run("ORDER BY id DESC LIMIT 100", top.clone(), &columns, &shards);
+    let mut by_name = top.clone();
+    by_name.order_by[0].column = 1;
+    run("ORDER BY name DESC LIMIT 100", by_name, &columns, &shards);
+    let mut all = top;
+    all.limit = None;
+    run("ORDER BY id DESC, no LIMIT", all, &columns, &shards);
     drop(shards);
 
     // SELECT grp, count(*), sum(v), avg(v) ... GROUP BY grp: each shard

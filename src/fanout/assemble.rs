@@ -10,7 +10,7 @@
 //! client's error for that sync group, as a single server would fail it.
 //! Pure: the session's fan-out driver does the I/O.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use crate::protocol::backend::{BackendKind, TransactionStatus};
 use crate::protocol::{frame, write, DEFAULT_MAX_MESSAGE_LEN};
@@ -83,13 +83,13 @@ impl Rows for Stream {
 
     fn client_description(&self, out: &mut BytesMut) {
         if let Some(body) = &self.description {
-            put_message(out, BackendKind::RowDescription.tag(), body);
+            write::message(out, BackendKind::RowDescription.tag(), body);
         }
     }
 
     fn row(&mut self, _shard: usize, body: &[u8]) -> Result<(), RowsError> {
         self.count += 1;
-        put_message(&mut self.rows, BackendKind::DataRow.tag(), body);
+        write::message(&mut self.rows, BackendKind::DataRow.tag(), body);
         Ok(())
     }
 
@@ -303,7 +303,7 @@ pub fn assemble<R: Rows>(
         }
         if let Some(error) = each.iter().find_map(|a| a.error) {
             if !failed {
-                put_message(out, BackendKind::ErrorResponse.tag(), error);
+                write::message(out, BackendKind::ErrorResponse.tag(), error);
                 failed = true;
             }
         }
@@ -371,7 +371,7 @@ fn extended<R: Rows>(
     let first = each[0];
     let notices = first.messages.iter().filter(|m| is_async(m.kind));
     for message in notices {
-        put_message(out, message.kind.tag(), message.body);
+        write::message(out, message.kind.tag(), message.body);
     }
     // The first result is `rows`'; a later one (another Execute of the
     // request) has its own columns, checked across shards on their own.
@@ -387,7 +387,7 @@ fn extended<R: Rows>(
             // Formats are not known before Bind (all zero here), so this
             // description is checked and cut on its own, not kept for rows.
             if let Some(parameters) = find(first, BackendKind::ParameterDescription) {
-                put_message(out, BackendKind::ParameterDescription.tag(), parameters);
+                write::message(out, BackendKind::ParameterDescription.tag(), parameters);
             }
             match find(first, BackendKind::RowDescription) {
                 Some(body) => {
@@ -406,7 +406,7 @@ fn extended<R: Rows>(
                     let cut = cut_columns(body, visible).ok_or_else(|| {
                         AssembleError::Protocol("malformed RowDescription".to_owned())
                     })?;
-                    put_message(out, BackendKind::RowDescription.tag(), &cut);
+                    write::message(out, BackendKind::RowDescription.tag(), &cut);
                 }
                 None => write::no_data(out),
             }
@@ -427,7 +427,7 @@ fn extended<R: Rows>(
         }
         _ => {
             for message in first.messages.iter().filter(|m| !is_async(m.kind)) {
-                put_message(out, message.kind.tag(), message.body);
+                write::message(out, message.kind.tag(), message.body);
             }
         }
     }
@@ -504,11 +504,11 @@ fn query<R: Rows>(
             .iter()
             .find_map(|p| p.iter().find(|m| m.kind == BackendKind::ErrorResponse))
         {
-            put_message(out, BackendKind::ErrorResponse.tag(), error.body);
+            write::message(out, BackendKind::ErrorResponse.tag(), error.body);
             return Ok(());
         }
         for message in parts[0].iter().filter(|m| is_async(m.kind)) {
-            put_message(out, message.kind.tag(), message.body);
+            write::message(out, message.kind.tag(), message.body);
         }
         let use_rows = !*merged;
         *merged = true;
@@ -645,43 +645,22 @@ pub fn sum_tags(tags: &[String], rows: u64) -> String {
     }
 }
 
-fn put_message(out: &mut BytesMut, tag: u8, body: &[u8]) {
-    out.reserve(5 + body.len());
-    out.put_u8(tag);
-    out.put_u32(body.len() as u32 + 4);
-    out.extend_from_slice(body);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fanout::test_bodies;
 
     fn msg(out: &mut BytesMut, kind: BackendKind, body: &[u8]) {
-        put_message(out, kind.tag(), body);
+        write::message(out, kind.tag(), body);
     }
 
     fn description(names: &[&str], table_oid: u32) -> Vec<u8> {
-        let mut body = BytesMut::new();
-        body.put_u16(names.len() as u16);
-        for name in names {
-            body.extend_from_slice(name.as_bytes());
-            body.put_u8(0);
-            body.put_u32(table_oid);
-            body.put_i16(1);
-            body.put_u32(20);
-            body.put_i16(8);
-            body.put_i32(-1);
-            body.put_i16(0);
-        }
-        body.to_vec()
+        let columns: Vec<(&str, u32)> = names.iter().map(|name| (*name, 20)).collect();
+        test_bodies::description(&columns, table_oid)
     }
 
     fn row(value: &str) -> Vec<u8> {
-        let mut body = BytesMut::new();
-        body.put_u16(1);
-        body.put_i32(value.len() as i32);
-        body.extend_from_slice(value.as_bytes());
-        body.to_vec()
+        test_bodies::row(&[Some(value)])
     }
 
     fn simple_reply(table_oid: u32, values: &[&str], status: u8) -> BytesMut {

@@ -14,6 +14,8 @@ pub mod datum;
 pub mod merge;
 pub mod numeric;
 pub mod plan;
+#[cfg(test)]
+pub(crate) mod test_bodies;
 
 /// A cross-shard query sleddog cannot answer correctly. Sent to the client as
 /// an ErrorResponse with SQLSTATE 0A000 (feature_not_supported), never run.

@@ -365,10 +365,22 @@ pub fn data_row_text(out: &mut BytesMut, values: &[Option<&str>]) {
     });
 }
 
+/// A whole message of `tag` whose body is already encoded (a server's
+/// message passed on, a DataRow kept by a merge).
+#[inline]
+pub fn message(out: &mut BytesMut, tag: u8, body: &[u8]) {
+    put_message(out, tag, body.len(), |out| out.put_slice(body));
+}
+
 /// Writes tag and length, then the body via `body`, which must write exactly
 /// `body_len` bytes (checked in debug builds).
 #[inline]
-fn put_message(out: &mut BytesMut, tag: u8, body_len: usize, body: impl FnOnce(&mut BytesMut)) {
+pub(crate) fn put_message(
+    out: &mut BytesMut,
+    tag: u8,
+    body_len: usize,
+    body: impl FnOnce(&mut BytesMut),
+) {
     let len = body_len.saturating_add(4);
     out.reserve(1 + len);
     let start = out.len();

@@ -479,7 +479,7 @@ impl Streamer {
         match kind {
             BackendKind::DataRow if self.error.is_none() => {
                 self.rows += 1;
-                put(out, kind, body);
+                write::message(out, kind.tag(), body);
             }
             BackendKind::RowDescription => {
                 let visible = matches!(
@@ -490,7 +490,7 @@ impl Streamer {
                     None => {
                         self.first_description = Some(body.to_vec());
                         if visible {
-                            put(out, kind, body);
+                            write::message(out, kind.tag(), body);
                         }
                     }
                     Some(described) => {
@@ -534,29 +534,29 @@ impl Streamer {
             }
             BackendKind::ParseComplete => {
                 if first && current == Some(Op::Parse { visible: true }) {
-                    put(out, kind, body);
+                    write::message(out, kind.tag(), body);
                 }
                 self.op += 1;
             }
             BackendKind::BindComplete => {
                 if first {
-                    put(out, kind, body);
+                    write::message(out, kind.tag(), body);
                 }
                 self.op += 1;
             }
-            BackendKind::ParameterDescription if first => put(out, kind, body),
+            BackendKind::ParameterDescription if first => write::message(out, kind.tag(), body),
             BackendKind::NoData => {
                 let visible = matches!(
                     current,
                     Some(Op::DescribePortal { visible: true } | Op::DescribeStatement)
                 );
                 if first && visible {
-                    put(out, kind, body);
+                    write::message(out, kind.tag(), body);
                 }
                 self.op += 1;
             }
             BackendKind::NoticeResponse | BackendKind::ParameterStatus if first => {
-                put(out, kind, body)
+                write::message(out, kind.tag(), body)
             }
             _ => {}
         }
@@ -578,7 +578,7 @@ impl Streamer {
         use crate::protocol::backend::TransactionStatus;
         match &self.error {
             Some(error) => {
-                put(out, BackendKind::ErrorResponse, error);
+                write::message(out, BackendKind::ErrorResponse.tag(), error);
                 if self.status == TransactionStatus::InTransaction {
                     // A shard's error fails the transaction on every shard.
                     self.status = TransactionStatus::Failed;
@@ -594,14 +594,6 @@ impl Streamer {
         write::ready_for_query(out, self.status);
         self.status
     }
-}
-
-fn put(out: &mut BytesMut, kind: BackendKind, body: &[u8]) {
-    use bytes::BufMut;
-    out.reserve(5 + body.len());
-    out.put_u8(kind.tag());
-    out.put_u32(body.len() as u32 + 4);
-    out.extend_from_slice(body);
 }
 
 /// Reads `conn`'s reply message by message into `streamer`, writing what
@@ -638,29 +630,15 @@ pub async fn stream_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fanout::test_bodies;
     use crate::protocol::backend::TransactionStatus;
-    use bytes::BufMut;
 
     fn description(name: &str) -> Vec<u8> {
-        let mut body = BytesMut::new();
-        body.put_u16(1);
-        body.extend_from_slice(name.as_bytes());
-        body.put_u8(0);
-        body.put_u32(7);
-        body.put_i16(1);
-        body.put_u32(20);
-        body.put_i16(8);
-        body.put_i32(-1);
-        body.put_i16(0);
-        body.to_vec()
+        test_bodies::description(&[(name, 20)], 7)
     }
 
     fn row(value: &str) -> Vec<u8> {
-        let mut body = BytesMut::new();
-        body.put_u16(1);
-        body.put_i32(value.len() as i32);
-        body.extend_from_slice(value.as_bytes());
-        body.to_vec()
+        test_bodies::row(&[Some(value)])
     }
 
     fn kinds(mut out: &[u8]) -> Vec<BackendKind> {

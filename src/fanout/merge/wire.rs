@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::MergeError;
 use crate::fanout::datum::ColumnType;
-use crate::protocol::BackendKind;
+use crate::protocol::{write, BackendKind};
 
 /// One field of a RowDescription, without the table oid and attribute
 /// number (they name a table of one shard's database, so shards differ).
@@ -97,9 +97,11 @@ impl RowDescription {
             None => 2,
         };
         let fields = &self.body[2..end];
-        put_header(out, BackendKind::RowDescription.tag(), 2 + fields.len());
-        out.put_i16(i16::try_from(visible).expect("visible <= a parsed i16 count"));
-        out.put_slice(fields);
+        let tag = BackendKind::RowDescription.tag();
+        write::put_message(out, tag, 2 + fields.len(), |out| {
+            out.put_i16(i16::try_from(visible).expect("visible <= a parsed i16 count"));
+            out.put_slice(fields);
+        });
     }
 }
 
@@ -177,18 +179,10 @@ pub(super) fn visible_end(spans: &[Span], visible: usize) -> usize {
 /// A whole DataRow message of `columns` columns whose length-prefixed
 /// values are `values`.
 pub(super) fn write_data_row(out: &mut BytesMut, columns: usize, values: &[u8]) {
-    put_header(out, BackendKind::DataRow.tag(), 2 + values.len());
-    out.put_i16(i16::try_from(columns).expect("column count came from an i16"));
-    out.put_slice(values);
-}
-
-/// Tag and i32 length (which counts itself, not the tag).
-fn put_header(out: &mut BytesMut, tag: u8, body_len: usize) {
-    out.reserve(5 + body_len);
-    out.put_u8(tag);
-    // A row of a shard's message fits in i32; a merged one is no bigger than
-    // the largest value Postgres can send plus its neighbours.
-    out.put_i32(i32::try_from(body_len + 4).unwrap_or(i32::MAX));
+    write::put_message(out, BackendKind::DataRow.tag(), 2 + values.len(), |out| {
+        out.put_i16(i16::try_from(columns).expect("column count came from an i16"));
+        out.put_slice(values);
+    });
 }
 
 /// A bounds-checked cursor over one message body.
