@@ -14,7 +14,7 @@ use crate::protocol::frame;
 use crate::protocol::frontend::{BindParts, FrontendKind, FrontendMessage};
 use crate::protocol::DEFAULT_MAX_MESSAGE_LEN;
 use crate::router::plans::PlanCache;
-use crate::router::shard::{ResolveInput, RouteError, ShardSetting, Target};
+use crate::router::shard::{ResolveInput, RouteError, ShardPlan, ShardSetting, Target};
 
 /// A request that is one `SET [LOCAL]` of `search_path`, `pgdog.shard` or
 /// `pgdog.sharding_key` (or its `RESET`): what it sets, and whether LOCAL.
@@ -77,9 +77,9 @@ pub fn decide(
 ) -> Decision {
     let mut decision = Decision::Any;
     let mut statements_seen = 0;
-    // Statements for any one shard, checked for rows only when the request
+    // A statement for any one shard returns rows: refused if the request
     // goes to several.
-    let mut any_shard: Vec<&str> = Vec::new();
+    let mut rows_from_any = false;
     let mut parsed: Vec<(&str, &str)> = Vec::new();
     let mut offset = 0;
     while let Ok(Some(header)) = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN) {
@@ -92,10 +92,8 @@ pub fn decide(
             Ok(FrontendKind::Query) => match FrontendMessage::decode(msg) {
                 Ok(FrontendMessage::Query { sql }) => {
                     statements_seen += 1;
-                    let step = resolve(cache, sql, &[], &[], schema, session);
-                    if matches!(step, Decision::Any) {
-                        any_shard.push(sql);
-                    }
+                    let (step, rows) = resolve(cache, sql, &[], &[], schema, session);
+                    rows_from_any |= rows && matches!(step, Decision::Any);
                     step
                 }
                 _ => continue,
@@ -131,10 +129,8 @@ pub fn decide(
                         _ => Format::Text,
                     })
                     .collect();
-                let step = resolve(cache, sql, &parts.params, &formats, schema, session);
-                if matches!(step, Decision::Any) {
-                    any_shard.push(sql);
-                }
+                let (step, rows) = resolve(cache, sql, &parts.params, &formats, schema, session);
+                rows_from_any |= rows && matches!(step, Decision::Any);
                 step
             }
             _ => continue,
@@ -144,19 +140,10 @@ pub fn decide(
             return decision;
         }
     }
-    let rows_from_any = |cache: &mut PlanCache| {
-        any_shard.iter().any(|sql| {
-            let planned = cache.route(sql, schema);
-            planned
-                .plan
-                .as_ref()
-                .is_some_and(|plan| plan.returns_rows())
-        })
-    };
     match decision {
         // A statement for any one shard that returns rows, sent to several
         // with the rest: its rows would come once per shard.
-        Decision::Many { .. } if rows_from_any(cache) => Decision::Refuse {
+        Decision::Many { .. } if rows_from_any => Decision::Refuse {
             sqlstate: "0A000",
             message: "not supported across shards: a request whose statements for several \
                       shards come with one that returns rows from any one shard (it would \
@@ -168,7 +155,7 @@ pub fn decide(
     }
 }
 
-/// One statement's decision.
+/// One statement's decision, and whether it returns rows.
 fn resolve(
     cache: &mut PlanCache,
     sql: &str,
@@ -176,11 +163,26 @@ fn resolve(
     formats: &[Format],
     schema: &ShardingSchema,
     session: SessionSharding<'_>,
-) -> Decision {
+) -> (Decision, bool) {
     let planned = cache.route(sql, schema);
     let Some(plan) = &planned.plan else {
-        return Decision::Any;
+        return (Decision::Any, false);
     };
+    (
+        decide_one(cache, plan, sql, params, formats, schema, session),
+        plan.returns_rows(),
+    )
+}
+
+fn decide_one(
+    cache: &mut PlanCache,
+    plan: &ShardPlan,
+    sql: &str,
+    params: &[Option<&[u8]>],
+    formats: &[Format],
+    schema: &ShardingSchema,
+    session: SessionSharding<'_>,
+) -> Decision {
     let input = ResolveInput {
         sql,
         params,
