@@ -700,3 +700,27 @@ fn a_request_mixing_fan_out_and_any_shard_rows_is_refused() {
     assert!(replies.iter().all(|m| m.tag != b'E'), "{replies:?}");
     assert_eq!(replies.iter().filter(|m| m.tag == b'C').count(), 2);
 }
+
+/// A shard a fan-out attaches later in a transaction gets the
+/// transaction's own BEGIN (its isolation level), not a plain one.
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_attached_by_a_fan_out_keep_the_isolation_level() {
+    let (a, _) = one_on_each_shard(9_300_000);
+    let client = client().await;
+    client
+        .batch_execute("begin isolation level repeatable read")
+        .await
+        .unwrap();
+    rows(&client, &format!("select id from users where id = {a}")).await;
+    rows(&client, "select id from users").await;
+    for shard in 0..2 {
+        let sql =
+            format!("/* pgdog_shard: {shard} */ select current_setting('transaction_isolation')");
+        assert_eq!(
+            rows(&client, &sql).await,
+            vec![vec![Some("repeatable read".to_owned())]],
+            "shard {shard}"
+        );
+    }
+    client.batch_execute("rollback").await.unwrap();
+}

@@ -621,7 +621,7 @@ impl Relay<'_> {
         let begin = self
             .deferred_begin
             .clone()
-            .or_else(|| in_transaction.then(|| "BEGIN".to_owned()));
+            .or_else(|| in_transaction.then(|| self.transaction_begin()));
         let intent = self.route(batch).intent;
         let mut conns: Vec<(usize, PooledConn)> = Vec::with_capacity(shards.len());
         self.park_current();
