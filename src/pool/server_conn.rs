@@ -396,6 +396,16 @@ impl Drop for TruncateOnDrop<'_> {
     }
 }
 
+/// Sends a CancelRequest for `key`'s backend from a task of its own,
+/// without waiting for it (errors are the backend's to notice).
+pub fn cancel_in_background(key: &CancelKey, timeout: Duration) {
+    let key = key.clone();
+    rt::spawn(async move {
+        let _ = send_cancel(&key, timeout).await;
+    })
+    .detach();
+}
+
 /// Sends a CancelRequest for whatever `key`'s backend is running now.
 pub async fn send_cancel(key: &CancelKey, timeout: Duration) -> Result<(), ServerError> {
     let mut stream = rt::connect(key.addr, timeout).await?;

@@ -118,12 +118,7 @@ impl<'r, R: Rows> Tap<'r, R> {
             return;
         }
         for key in self.cancels {
-            let key = key.clone();
-            let timeout = self.cancel_timeout;
-            rt::spawn(async move {
-                let _ = server_conn::send_cancel(&key, timeout).await;
-            })
-            .detach();
+            server_conn::cancel_in_background(key, self.cancel_timeout);
         }
     }
 }

@@ -1801,11 +1801,7 @@ async fn discard_all(conn: &mut PooledConn) -> bool {
 
 /// Sends a CancelRequest for whatever the connection runs, without waiting.
 fn cancel_in_background(conn: &PooledConn) {
-    let key = conn.cancel_key.clone();
-    rt::spawn(async move {
-        let _ = server_conn::send_cancel(&key, RESET_TIMEOUT).await;
-    })
-    .detach();
+    server_conn::cancel_in_background(&conn.cancel_key, RESET_TIMEOUT);
 }
 
 fn checkout_failure(error: &CheckoutError, database: &str) -> (&'static str, String) {

@@ -972,11 +972,7 @@ async fn await_with_cancel<F: std::future::Future>(
             None => {
                 handle.withdraw.reset();
                 for key in cancels {
-                    let key = key.clone();
-                    rt::spawn(async move {
-                        let _ = crate::pool::server_conn::send_cancel(&key, connect_timeout).await;
-                    })
-                    .detach();
+                    crate::pool::server_conn::cancel_in_background(key, connect_timeout);
                 }
             }
         }
