@@ -13,6 +13,8 @@ mod limit;
 mod node;
 mod select;
 
+use std::rc::Rc;
+
 use pg_query::protobuf::{ParseResult, SelectStmt, SetOperation};
 use pg_query::NodeEnum;
 
@@ -30,7 +32,7 @@ pub struct FanoutQuery {
     pub shard_sql: Option<String>,
     /// `None`: rows stream straight through (no ORDER BY, LIMIT, OFFSET,
     /// aggregate, GROUP BY or DISTINCT).
-    pub merge: Option<MergePlan>,
+    pub merge: Option<Rc<MergePlan>>,
 }
 
 /// How shard rows become the client's rows. Column numbers index a shard's
@@ -263,7 +265,8 @@ mod tests {
     /// The shard SQL and the merge plan of a query that needs a merge.
     fn merged(sql: &str) -> (Option<String>, MergePlan) {
         let query = plan(sql).unwrap();
-        (query.shard_sql, query.merge.expect("a merge plan"))
+        let merge = query.merge.expect("a merge plan");
+        (query.shard_sql, Rc::unwrap_or_clone(merge))
     }
 
     fn rejected(sql: &str) -> Unsupported {

@@ -264,21 +264,20 @@ impl<R: Rows> Rows for Fed<'_, R> {
     }
 }
 
-/// Sends `requests[n]` to `conns[n]`, all at once, and reads each reply
+/// Sends `request` to every connection, all at once, and reads each reply
 /// through `tap`.
 pub async fn exchange<R: Rows>(
     conns: Vec<&mut ServerConn>,
-    requests: &[BytesMut],
+    request: &[u8],
     ready: u32,
     tap: &Tap<'_, R>,
 ) -> Result<Vec<BytesMut>, ExchangeError> {
     let futures: Vec<_> = conns
         .into_iter()
-        .zip(requests)
         .enumerate()
-        .map(|(shard, (conn, request))| exchange_one(conn, request, ready, tap, shard))
+        .map(|(shard, conn)| exchange_one(conn, request, ready, tap, shard))
         .collect();
-    let mut replies = Vec::with_capacity(requests.len());
+    let mut replies = Vec::with_capacity(futures.len());
     for (shard, result) in rt::join_all(futures).await.into_iter().enumerate() {
         match result {
             Ok(reply) => replies.push(reply),
@@ -291,8 +290,7 @@ pub async fn exchange<R: Rows>(
 /// The shards' request for a client batch, and what the client is owed.
 #[derive(Debug, Default)]
 pub struct Fanned {
-    /// One request for every shard (they only differ in nothing today; kept
-    /// per shard for rewrites that will, e.g. multi-row INSERT split).
+    /// The request every shard gets.
     pub request: BytesMut,
     pub ops: Vec<Op>,
     /// ReadyForQuery messages every shard will send.

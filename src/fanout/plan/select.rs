@@ -7,6 +7,8 @@
 //! its select list, HAVING made always true and LIMIT/OFFSET rewritten
 //! (`limit`); nothing else of it changes. It must not decide routing.
 
+use std::rc::Rc;
+
 use pg_query::protobuf::{LimitOption, Node, ResTarget, SelectStmt, SortByDir, SortByNulls};
 use pg_query::NodeEnum;
 
@@ -137,7 +139,7 @@ pub(super) fn plan(select: &SelectStmt, sql: &str) -> Result<FanoutQuery, Unsupp
     });
     Ok(FanoutQuery {
         shard_sql,
-        merge: Some(MergePlan {
+        merge: Some(Rc::new(MergePlan {
             visible,
             aggregate,
             distinct: shape.distinct,
@@ -145,7 +147,7 @@ pub(super) fn plan(select: &SelectStmt, sql: &str) -> Result<FanoutQuery, Unsupp
             sort_names: planner.sort_names,
             offset: shape.offset.offset(),
             limit: shape.limit.limit(),
-        }),
+        })),
     })
 }
 

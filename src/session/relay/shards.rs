@@ -541,7 +541,7 @@ impl Relay<'_> {
                 let params: Vec<Option<&[u8]>> =
                     fanned.params.iter().map(|(_, v)| v.as_deref()).collect();
                 let formats: Vec<i16> = fanned.params.iter().map(|(f, _)| *f).collect();
-                match Merge::new(Rc::new(plan.clone()), &params, &formats) {
+                match Merge::new(plan.clone(), &params, &formats) {
                     Ok(merge) => FanRows::Merge(Box::new(merge)),
                     Err(error) => {
                         let sqlstate = error.sqlstate();
@@ -712,7 +712,6 @@ impl Relay<'_> {
         mut rows: FanRows,
     ) -> Result<(), End> {
         let mut dirty = self.fan_out_dirty(batch);
-        let requests = vec![fanned.request; conns.len()];
         let cancels: Vec<_> = conns.iter().map(|(_, c)| c.cancel_key.clone()).collect();
         let limits = (self.settings.query_timeout, self.settings.checkout.connect);
         let servers = conns.iter_mut().map(|(_, c)| &mut **c).collect();
@@ -726,14 +725,14 @@ impl Relay<'_> {
         let (result, tap_error) = match &mut rows {
             FanRows::Stream(_) => {
                 let tap = fanout::Tap::<Stream>::new(None, tap_cancels, limits.1);
-                let exchange = fanout::exchange(servers, &requests, fanned.ready, &tap);
+                let exchange = fanout::exchange(servers, &fanned.request, fanned.ready, &tap);
                 let result = await_with_cancel(self.handle, limits, exchange, &cancels).await;
                 (result, tap.into_error())
             }
             FanRows::Merge(merge) => {
                 // Rows go into the merge as they arrive (`fanout::Tap`).
                 let tap = fanout::Tap::new(Some(merge.as_mut()), tap_cancels, limits.1);
-                let exchange = fanout::exchange(servers, &requests, fanned.ready, &tap);
+                let exchange = fanout::exchange(servers, &fanned.request, fanned.ready, &tap);
                 let result = await_with_cancel(self.handle, limits, exchange, &cancels).await;
                 (result, tap.into_error())
             }
