@@ -44,7 +44,6 @@ use shards::{DataType, Format, KeyError, Mapping, ShardId, ShardedTable, Shardin
 
 use super::classified::TextSpan;
 use super::lex::scan;
-use super::tree::classify_tree;
 use crate::fanout::Unsupported;
 use key::{KeyExpr, Set};
 use setting::{search_path_shard, SettingPlan, SEARCH_PATH_DEFAULT};
@@ -176,7 +175,6 @@ enum Kind {
     /// Transaction control and session commands: the relay's business.
     Control,
     Query,
-    Ddl,
 }
 
 /// One statement's route, without values.
@@ -195,7 +193,6 @@ struct Statement {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardPlan {
     kind: Kind,
-    write: bool,
     select: bool,
     /// The text holds more than one statement.
     several: bool,
@@ -212,10 +209,8 @@ pub struct ShardPlan {
 /// Plans `sql`, whose parse is `parsed`, against `schema`.
 pub fn plan(parsed: &ParseResult, sql: &str, schema: &ShardingSchema) -> ShardPlan {
     let scan = scan(sql);
-    let tree = classify_tree(parsed);
     let mut plan = ShardPlan {
         kind: Kind::Control,
-        write: tree.write || scan.write_call || (tree.incomplete && scan.locking_words),
         select: false,
         several: false,
         control_rows: false,
@@ -242,14 +237,11 @@ pub fn plan(parsed: &ParseResult, sql: &str, schema: &ShardingSchema) -> ShardPl
     }
     for node in nodes {
         let (kind, statement) = plan_statement(node, schema);
-        plan.kind = match (plan.kind, kind) {
-            (Kind::Ddl, _) | (_, Kind::Ddl) => Kind::Ddl,
-            (Kind::Query, _) | (_, Kind::Query) => Kind::Query,
-            _ => Kind::Control,
-        };
+        if kind == Kind::Query {
+            plan.kind = Kind::Query;
+        }
         if let Some(mut statement) = statement {
             statement.returns_rows = returns_rows(node);
-            plan.write |= statement.facts.writes_tables;
             for &rule in &statement.facts.rules {
                 if !plan.rules.contains(&rule) {
                     plan.rules.push(rule);
@@ -345,7 +337,7 @@ fn plan_statement(node: &NodeEnum, schema: &ShardingSchema) -> (Kind, Option<Sta
         | NodeEnum::AlterOwnerStmt(_)
         | NodeEnum::AlterDefaultPrivilegesStmt(_) => {
             walker.statement_ddl(node);
-            Kind::Ddl
+            Kind::Query
         }
         NodeEnum::TruncateStmt(_) => {
             walker.statement_ddl(node);
@@ -452,16 +444,6 @@ impl ShardPlan {
     /// EXPLAIN, SHOW, FETCH).
     pub fn returns_rows(&self) -> bool {
         self.control_rows || self.statements.iter().any(|s| s.returns_rows)
-    }
-
-    /// The statement writes (DML, DDL, a locking SELECT, a write function).
-    pub fn is_write(&self) -> bool {
-        self.write
-    }
-
-    /// The text holds DDL.
-    pub fn is_ddl(&self) -> bool {
-        self.kind == Kind::Ddl
     }
 
     /// One plain SELECT (no locking clause, no INTO): a cross-shard merge

@@ -601,21 +601,12 @@ fn schema_sharding() {
 #[test]
 fn statement_facts() {
     let schema = schema();
-    let facts = |sql: &str| {
-        let plan = plan_of(sql, &schema);
-        (plan.is_write(), plan.is_ddl(), plan.select())
-    };
-    assert_eq!(facts("SELECT * FROM users"), (false, false, true));
-    assert_eq!(
-        facts("SELECT * FROM users FOR UPDATE"),
-        (true, false, false)
-    );
-    assert_eq!(
-        facts("INSERT INTO users (id) VALUES (1)"),
-        (true, false, false)
-    );
-    assert_eq!(facts("CREATE INDEX ON users (name)"), (true, true, false));
-    assert_eq!(facts("SELECT 1; SELECT 2"), (false, false, false));
+    let select = |sql: &str| plan_of(sql, &schema).select();
+    assert!(select("SELECT * FROM users"));
+    assert!(!select("SELECT * FROM users FOR UPDATE"));
+    assert!(!select("INSERT INTO users (id) VALUES (1)"));
+    assert!(!select("CREATE INDEX ON users (name)"));
+    assert!(!select("SELECT 1; SELECT 2"));
     assert_eq!(route("CREATE INDEX ON users (name)").unwrap(), Target::All);
     assert_eq!(route("VACUUM users").unwrap(), Target::All);
     assert_eq!(
