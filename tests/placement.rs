@@ -553,12 +553,13 @@ fn list_and_range_match_postgres() {
         DataType::Uuid,
         Mapping::Map {
             list: vec![
+                // As pgdog.toml's values are read: parsed as Postgres does.
                 (
-                    MapValue::Text("00000000-0000-0000-0000-000000000000".into()),
+                    uuid_value("00000000-0000-0000-0000-000000000000"),
                     ShardId(0),
                 ),
                 (
-                    MapValue::Text("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into()),
+                    uuid_value("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"),
                     ShardId(0),
                 ),
             ],
@@ -653,5 +654,12 @@ fn text_parsing_agrees_with_postgres() {
                 "{sql_type} literal {literal:?}: ours vs server"
             );
         }
+    }
+}
+
+fn uuid_value(text: &str) -> MapValue {
+    match Key::parse(DataType::Uuid, Format::Text, text.as_bytes()) {
+        Ok(Key::Uuid(uuid)) => MapValue::Uuid(uuid),
+        other => panic!("{text}: {other:?}"),
     }
 }

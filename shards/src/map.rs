@@ -16,13 +16,16 @@
 use std::cmp::Ordering;
 
 use crate::key::{hash_shard, Key};
-use crate::{DataType, Format, ShardId};
+use crate::ShardId;
 
 /// A value in a list or range mapping, as written in `pgdog.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MapValue {
     Int(i64),
     Text(String),
+    /// A uuid, parsed once as Postgres parses it (its byte order is the
+    /// order of its canonical text).
+    Uuid([u8; 16]),
 }
 
 /// A half-open range `[start, end)`; a missing bound is unbounded.
@@ -102,17 +105,12 @@ impl RangeRule {
 }
 
 /// How `key` orders against a map value; None when they are not comparable
-/// (different kinds, or a uuid key against text that is not a uuid).
+/// (different kinds).
 fn compare(key: &Key, value: &MapValue) -> Option<Ordering> {
     match (key, value) {
         (Key::Int(k), MapValue::Int(v)) => Some(k.cmp(v)),
         (Key::Text(k), MapValue::Text(v)) => Some(k.as_slice().cmp(v.as_bytes())),
-        (Key::Uuid(k), MapValue::Text(v)) => {
-            match Key::parse(DataType::Uuid, Format::Text, v.as_bytes()) {
-                Ok(Key::Uuid(v)) => Some(k.cmp(&v)),
-                _ => None,
-            }
-        }
+        (Key::Uuid(k), MapValue::Uuid(v)) => Some(k.cmp(v)),
         _ => None,
     }
 }
@@ -215,35 +213,28 @@ mod tests {
     }
 
     #[test]
-    fn uuid_matches_text_values_by_uuid() {
+    fn uuid_matches_uuid_values() {
         let uuid = [0xab; 16];
         let map = Mapping::Map {
-            list: vec![(
-                MapValue::Text("abababab-abab-abab-abab-abababababab".into()),
-                ShardId(1),
-            )],
+            list: vec![(MapValue::Uuid([0xab; 16]), ShardId(1))],
             ranges: vec![range(
-                Some(MapValue::Text(
-                    "00000000-0000-0000-0000-000000000000".into(),
-                )),
-                Some(MapValue::Text(
-                    "80000000-0000-0000-0000-000000000000".into(),
-                )),
+                Some(MapValue::Uuid([0x00; 16])),
+                Some(MapValue::Uuid([
+                    0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                ])),
                 2,
             )],
             default: Some(ShardId(0)),
         };
         assert_eq!(map.shard(&Key::Uuid(uuid), 4), Some(ShardId(1)));
-        let upper = Mapping::Map {
-            list: vec![(
-                MapValue::Text("ABABABAB-ABAB-ABAB-ABAB-ABABABABABAB".into()),
-                ShardId(1),
-            )],
+        assert_eq!(map.shard(&Key::Uuid([0x12; 16]), 4), Some(ShardId(2)));
+        assert_eq!(map.shard(&Key::Uuid([0x80; 16]), 4), Some(ShardId(0)));
+        // A uuid key against a text value is not comparable.
+        let text = Mapping::Map {
+            list: vec![(MapValue::Text("ab".into()), ShardId(1))],
             ranges: vec![],
             default: None,
         };
-        assert_eq!(upper.shard(&Key::Uuid(uuid), 4), Some(ShardId(1)));
-        assert_eq!(map.shard(&Key::Uuid([0x12; 16]), 4), Some(ShardId(2)));
-        assert_eq!(map.shard(&Key::Uuid([0x80; 16]), 4), Some(ShardId(0)));
+        assert_eq!(text.shard(&Key::Uuid(uuid), 4), None);
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use shards::{DataType, MapValue, Mapping, RangeRule, ShardId, ShardingSchema};
+use shards::{DataType, Format, Key, MapValue, Mapping, RangeRule, ShardId, ShardingSchema};
 
 use super::diagnostic::Diagnostics;
 use super::sections::ParsedDatabase;
@@ -342,12 +342,13 @@ fn shown(value: &MapValue) -> String {
     match value {
         MapValue::Int(value) => value.to_string(),
         MapValue::Text(value) => format!("\"{value}\""),
+        MapValue::Uuid(uuid) => format!("\"{}\"", Key::uuid_text(uuid)),
     }
 }
 
 /// One value checked against the column's type: integers (in range) for
-/// integer types, strings for text, UUIDs (stored lowercase, hyphenated,
-/// as Postgres prints them) for uuid.
+/// integer types, strings for text, UUIDs (parsed as Postgres parses them)
+/// for uuid.
 fn typed_value(
     value: &MapValue,
     data_type: DataType,
@@ -374,42 +375,21 @@ fn typed_value(
             )))
         }
         (DataType::Text | DataType::Varchar, MapValue::Text(_)) => Ok(value.clone()),
-        (DataType::Uuid, MapValue::Text(text)) => match canonical_uuid(text) {
-            Some(uuid) => Ok(MapValue::Text(uuid)),
-            None => Err(problem(format!("\"{text}\" is not a UUID"))),
-        },
+        (DataType::Uuid, MapValue::Text(text)) => {
+            match Key::parse(DataType::Uuid, Format::Text, text.as_bytes()) {
+                Ok(Key::Uuid(uuid)) => Ok(MapValue::Uuid(uuid)),
+                _ => Err(problem(format!("\"{text}\" is not a UUID"))),
+            }
+        }
+        (DataType::Uuid, MapValue::Uuid(_)) => Ok(value.clone()),
+        (_, MapValue::Uuid(_)) => Err(problem(format!(
+            "{} is a UUID, but the sharded column is {name}",
+            shown(value)
+        ))),
         (DataType::Text | DataType::Varchar | DataType::Uuid, MapValue::Int(int)) => Err(problem(
             format!("{int} is an integer, but the sharded column is {name}; expected strings"),
         )),
     }
-}
-
-/// Postgres' uuid input forms that matter in a config file: 32 hex digits,
-/// with or without the 8-4-4-4-12 hyphens and braces, any case
-/// ("datatype-uuid"). Returns the canonical lowercase hyphenated form.
-fn canonical_uuid(text: &str) -> Option<String> {
-    let inner = text
-        .strip_prefix('{')
-        .and_then(|t| t.strip_suffix('}'))
-        .unwrap_or(text);
-    let hex: String = inner.chars().filter(|c| *c != '-').collect();
-    let hyphens_ok = inner.len() == 32
-        || (inner.len() == 36
-            && inner
-                .char_indices()
-                .all(|(i, c)| (c == '-') == matches!(i, 8 | 13 | 18 | 23)));
-    if hex.len() != 32 || !hyphens_ok || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let hex = hex.to_ascii_lowercase();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    ))
 }
 
 impl MapBuilder {
@@ -807,10 +787,20 @@ shard = 2
         let Mapping::Map { list, .. } = &pool(&loaded, "app").sharding.tables[0].mapping else {
             panic!("not a map");
         };
-        assert_eq!(
-            list[0].0,
-            MapValue::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())
-        );
+        let uuid = [
+            0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
+            0x0a, 0x11,
+        ];
+        assert_eq!(list[0].0, MapValue::Uuid(uuid));
+        // Every form Postgres reads is read here too (Key::parse).
+        let loaded = ok(&table(
+            "uuid",
+            "[\"a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11\"]",
+        ));
+        let Mapping::Map { list, .. } = &pool(&loaded, "app").sharding.tables[0].mapping else {
+            panic!("not a map");
+        };
+        assert_eq!(list[0].0, MapValue::Uuid(uuid));
         assert_eq!(
             errors("[[sharded_tables]]\ndatabase = \"app\"\ncolumn = \"k\"\n[[sharded_tables.mapping]]\nstart = 10\nend = 10\nshard = 0\n"),
             [format!("{}: key `sharded_tables[0].mapping[0].end`: must be greater than `start` 10 (ranges are [start, end))", at(6))]
@@ -989,26 +979,5 @@ shard = 2
         assert_eq!(shard_list(&[1]), "shard 1");
         assert_eq!(shard_list(&[0, 2]), "shards 0 and 2");
         assert_eq!(shard_list(&[0, 1, 3]), "shards 0, 1 and 3");
-    }
-
-    #[test]
-    fn uuids_are_canonical() {
-        let canonical = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
-        for text in [
-            canonical,
-            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
-            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
-            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
-        ] {
-            assert_eq!(canonical_uuid(text).as_deref(), Some(canonical), "{text}");
-        }
-        for text in [
-            "",
-            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
-            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
-            "a0eebc999-c0b-4ef8-bb6d-6bb9bd380a11",
-        ] {
-            assert_eq!(canonical_uuid(text), None, "{text}");
-        }
     }
 }
