@@ -70,6 +70,11 @@ impl DataType {
         }
     }
 
+    /// Inclusive value range of an integer type.
+    pub fn int_range(self) -> Option<(i64, i64)> {
+        self.int_bounds().map(|(min, max, _)| (min, max))
+    }
+
     /// Inclusive value range and binary width of an integer type.
     fn int_bounds(self) -> Option<(i64, i64, usize)> {
         match self {

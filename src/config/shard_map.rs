@@ -8,7 +8,6 @@
 //! `shards` types; it must not read TOML (sharding.rs did) nor route.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 
 use shards::{DataType, Format, Key, MapValue, Mapping, RangeRule, ShardId, ShardingSchema};
@@ -16,6 +15,7 @@ use shards::{DataType, Format, Key, MapValue, Mapping, RangeRule, ShardId, Shard
 use super::diagnostic::Diagnostics;
 use super::sections::ParsedDatabase;
 use super::sharding::{Located, MappingKind, Origin, ParsedMapping, ShardingSections};
+use super::validate::where_;
 
 /// Every cluster's sharding, by cluster name; clusters without sharding
 /// entries get their shard count and nothing else.
@@ -122,10 +122,6 @@ struct Builder<'a, 'd> {
     /// Aligned with `ShardingSections::tables`; None for tables naming no
     /// cluster, and for tables no mapping names.
     maps: Vec<Option<MapBuilder>>,
-}
-
-fn where_(file: &Path, line: usize) -> String {
-    format!("{}:{}", file.display(), line)
 }
 
 impl Builder<'_, '_> {
@@ -359,11 +355,7 @@ fn typed_value(
     let problem = |why: String| (key, line, why);
     match (data_type, value) {
         (DataType::BigInt | DataType::Integer | DataType::SmallInt, MapValue::Int(int)) => {
-            let (min, max) = match data_type {
-                DataType::Integer => (i64::from(i32::MIN), i64::from(i32::MAX)),
-                DataType::SmallInt => (i64::from(i16::MIN), i64::from(i16::MAX)),
-                _ => (i64::MIN, i64::MAX),
-            };
+            let (min, max) = data_type.int_range().unwrap_or((i64::MIN, i64::MAX));
             if *int < min || *int > max {
                 return Err(problem(format!("{int} is out of range for {name}")));
             }
@@ -462,6 +454,7 @@ mod tests {
     // End to end through `config::parse`, so lines come from real TOML.
     use super::*;
     use crate::config::{parse, Loaded, PoolSpec};
+    use std::path::Path;
 
     const USERS: &str = "[[users]]\nname = \"alice\"\npassword = \"pw\"\nall_databases = true\n";
 

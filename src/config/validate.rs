@@ -108,7 +108,8 @@ fn note_replaced(
     }
 }
 
-fn where_(file: &Path, line: usize) -> String {
+/// `file:line`, as diagnostics name a place.
+pub(super) fn where_(file: &Path, line: usize) -> String {
     format!("{}:{}", file.display(), line)
 }
 
