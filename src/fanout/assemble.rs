@@ -12,6 +12,7 @@
 
 use bytes::BytesMut;
 
+use crate::fanout::merge::RowDescription;
 use crate::protocol::backend::{BackendKind, TransactionStatus};
 use crate::protocol::{frame, write, DEFAULT_MAX_MESSAGE_LEN};
 
@@ -74,10 +75,7 @@ impl Rows for Stream {
                 self.description = Some(body.to_vec());
                 Ok(())
             }
-            Some(first) => same_columns(first, body).map_err(|column| RowsError {
-                sqlstate: "XX000",
-                message: format!("shard {shard} returned different columns ({column})"),
-            }),
+            Some(first) => check_columns(first, body, shard),
         }
     }
 
@@ -100,54 +98,26 @@ impl Rows for Stream {
     }
 }
 
-/// Compares two RowDescription bodies on what the client sees of a column:
-/// name, type, size, modifier and format (the table oid and column number
-/// differ between shard databases). Err: the first column that differs.
-pub fn same_columns(a: &[u8], b: &[u8]) -> Result<(), String> {
-    let (Some(left), Some(right)) = (columns(a), columns(b)) else {
-        return Err("malformed RowDescription".to_owned());
-    };
-    if left.len() != right.len() {
-        return Err(format!("{} columns against {}", left.len(), right.len()));
-    }
-    for (l, r) in left.iter().zip(&right) {
-        if l.0 != r.0 || l.1 != r.1 {
-            return Err(format!("column \"{}\"", String::from_utf8_lossy(l.0)));
+/// Checks shard `shard`'s RowDescription body `other` against the first
+/// shard's on what the client sees of a column: name, type, size, modifier
+/// and format (the table oid and column number differ between shard
+/// databases). Err: the client's error, naming the first difference.
+pub fn check_columns(first: &[u8], other: &[u8], shard: usize) -> Result<(), RowsError> {
+    let parse = |body| RowDescription::parse(body).map_err(|e| e.to_string());
+    let difference = match (parse(first), parse(other)) {
+        (Ok(a), Ok(b)) if a.len() != b.len() => {
+            format!("{} columns against {}", a.len(), b.len())
         }
-    }
-    Ok(())
-}
-
-/// Each field's name and its type fields (oid, size, modifier, format).
-fn columns(body: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
-    let count = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
-    let mut at = 2;
-    let mut out = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        let end = at + body.get(at..)?.iter().position(|&b| b == 0)?;
-        let name = &body[at..end];
-        // table oid (4), attnum (2), then type oid (4), size (2), typmod (4), format (2)
-        let fixed = body.get(end + 1..end + 19)?;
-        out.push((name, &fixed[6..]));
-        at = end + 19;
-    }
-    (at == body.len()).then_some(out)
-}
-
-/// A RowDescription body with only its first `visible` columns.
-fn cut_columns(body: &[u8], visible: usize) -> Option<Vec<u8>> {
-    let count = usize::from(u16::from_be_bytes(body.get(..2)?.try_into().ok()?));
-    if visible >= count {
-        return Some(body.to_vec());
-    }
-    let mut at = 2;
-    for _ in 0..visible {
-        at += body.get(at..)?.iter().position(|&b| b == 0)? + 1 + 18;
-    }
-    let mut cut = Vec::with_capacity(at);
-    cut.extend_from_slice(&(visible as u16).to_be_bytes());
-    cut.extend_from_slice(body.get(2..at)?);
-    Some(cut)
+        (Ok(a), Ok(b)) => match a.fields.iter().zip(&b.fields).find(|(l, r)| l != r) {
+            Some((column, _)) => format!("column \"{}\"", column.display_name()),
+            None => return Ok(()),
+        },
+        (Err(why), _) | (_, Err(why)) => why,
+    };
+    Err(RowsError {
+        sqlstate: "XX000",
+        message: format!("shard {shard} returned different columns ({difference})"),
+    })
 }
 
 /// Why the replies could not be put together.
@@ -393,20 +363,12 @@ fn extended<R: Rows>(
                 Some(body) => {
                     for (shard, answer) in each.iter().enumerate().skip(1) {
                         if let Some(other) = find(answer, BackendKind::RowDescription) {
-                            same_columns(body, other).map_err(|column| {
-                                AssembleError::Merge(RowsError {
-                                    sqlstate: "XX000",
-                                    message: format!(
-                                        "shard {shard} returned different columns ({column})"
-                                    ),
-                                })
-                            })?;
+                            check_columns(body, other, shard).map_err(AssembleError::Merge)?;
                         }
                     }
-                    let cut = cut_columns(body, visible).ok_or_else(|| {
-                        AssembleError::Protocol("malformed RowDescription".to_owned())
-                    })?;
-                    write::message(out, BackendKind::RowDescription.tag(), &cut);
+                    let description = RowDescription::parse(body)
+                        .map_err(|e| AssembleError::Protocol(e.to_string()))?;
+                    description.write_visible(visible.min(description.len()), out);
                 }
                 None => write::no_data(out),
             }

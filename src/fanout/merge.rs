@@ -17,6 +17,8 @@ mod having;
 mod key;
 mod wire;
 
+pub(crate) use wire::RowDescription;
+
 use std::rc::Rc;
 
 use bytes::BytesMut;
@@ -24,7 +26,7 @@ use bytes::BytesMut;
 use self::collect::{Collector, RowBody};
 use self::group::Grouper;
 use self::having::ParamValue;
-use self::wire::{split_data_row, RowDescription, Span};
+use self::wire::{split_data_row, Span};
 use crate::fanout::datum::DatumError;
 use crate::fanout::plan::{Count, Expr, MergePlan, SortKey, NAMED_COLUMN};
 

@@ -487,12 +487,10 @@ impl Streamer {
                         }
                     }
                     Some(described) => {
-                        if let Err(column) = crate::fanout::assemble::same_columns(described, body)
-                        {
-                            self.fail_with(format!(
-                                "shard {} returned different columns ({column})",
-                                self.shard
-                            ));
+                        let checked =
+                            crate::fanout::assemble::check_columns(described, body, self.shard);
+                        if let Err(error) = checked {
+                            self.fail_with(error.message);
                         }
                     }
                 }

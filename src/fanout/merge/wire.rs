@@ -13,7 +13,7 @@ use crate::protocol::{write, BackendKind};
 /// One field of a RowDescription, without the table oid and attribute
 /// number (they name a table of one shard's database, so shards differ).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct FieldDescription {
+pub(crate) struct FieldDescription {
     pub name: Vec<u8>,
     pub type_oid: u32,
     pub type_len: i16,
@@ -38,7 +38,7 @@ impl FieldDescription {
 /// A parsed RowDescription body, kept whole so the client's description is
 /// a byte slice of the first shard's.
 #[derive(Debug, Clone)]
-pub(super) struct RowDescription {
+pub(crate) struct RowDescription {
     body: Bytes,
     pub fields: Vec<FieldDescription>,
     /// Byte offset in `body` just past each field.
