@@ -82,8 +82,13 @@ fn postgres_shard_of(ids: &[i64]) -> Vec<usize> {
 fn start(general: &str) -> (Sleddog, u16) {
     let port = free_port();
     let pg_port = server().port();
+    let workers = if general.contains("workers") {
+        ""
+    } else {
+        "workers = 2\n"
+    };
     let mut toml = format!(
-        "[general]\nhost = \"127.0.0.1\"\nport = {port}\nworkers = 2\n\
+        "[general]\nhost = \"127.0.0.1\"\nport = {port}\n{workers}\
          connect_timeout = 1000\ncheckout_timeout = 2000\nmin_pool_size = 0\n{general}\n"
     );
     for (shard, db) in SHARDS.iter().enumerate() {
@@ -723,4 +728,29 @@ async fn shards_attached_by_a_fan_out_keep_the_isolation_level() {
         );
     }
     client.batch_execute("rollback").await.unwrap();
+}
+
+/// Session state left on a shard's connection inside a transaction (a SET)
+/// must not reach the next client when the transaction moves on to another
+/// shard and ends there: that connection is closed, not pooled.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_state_of_a_parked_shard_does_not_reach_the_next_client() {
+    let (a, b) = one_on_each_shard(9_400_000);
+    let (_proxy, port) = start("workers = 1\ndefault_pool_size = 1");
+    let first = connect(port, "sd_scram", "scram_pw").await;
+    first.batch_execute("begin").await.unwrap();
+    rows(&first, &format!("select id from users where id = {a}")).await;
+    first.batch_execute("set work_mem = '7MB'").await.unwrap();
+    rows(&first, &format!("select id from users where id = {b}")).await;
+    first.batch_execute("commit").await.unwrap();
+    drop(first);
+    let second = connect(port, "sd_scram", "scram_pw").await;
+    for shard in 0..2 {
+        let sql = format!("/* pgdog_shard: {shard} */ show work_mem");
+        assert_eq!(
+            rows(&second, &sql).await,
+            vec![vec![Some("4MB".to_owned())]],
+            "shard {shard}"
+        );
+    }
 }

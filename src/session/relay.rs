@@ -233,9 +233,10 @@ pub struct Relay<'a> {
     sticky_shard: Option<usize>,
     /// Sharded cluster: what the open transaction set for its routing.
     transaction_sharding: shards::TransactionSharding,
-    /// Sharded cluster: a cross-shard request in the open transaction ran
-    /// something that changes session state; its connections are closed at
-    /// the end rather than pooled.
+    /// Sharded cluster: a connection of the open transaction may hold session
+    /// state (a cross-shard request changed it, or a connection was parked
+    /// with `dirty`, `capture` or `advisory` set); its connections are
+    /// closed at the end rather than pooled.
     fan_dirty: bool,
 }
 
@@ -1472,6 +1473,7 @@ impl<'a> Relay<'a> {
                 "a transaction on several shards ended on one; the others are rolled back"
             );
             self.parked.clear();
+            self.fan_dirty = false;
         }
         self.handle.set_server(None);
         if self.handle.cancel_sent.replace(false) {

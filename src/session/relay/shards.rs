@@ -485,6 +485,10 @@ impl Relay<'_> {
     fn park_current(&mut self) {
         if let Some(conn) = self.server.take() {
             self.handle.set_server(None);
+            // The relay's reset flags follow the current connection only:
+            // state it may hold (a SET, a temporary table, a lock) makes
+            // every connection of the transaction close at its end.
+            self.fan_dirty |= self.dirty || self.capture || self.advisory;
             self.parked.push((self.shard, conn));
         }
     }
