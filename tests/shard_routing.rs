@@ -575,6 +575,12 @@ async fn savepoints_and_failures_cover_every_shard_of_a_transaction() {
     assert_eq!(sqlstate(&duplicate), "23505");
     let aborted = client.simple_query("select 1").await.unwrap_err();
     assert_eq!(sqlstate(&aborted), "25P02");
+    // COMMIT AND CHAIN is not taken for an end here: the transaction stays
+    // failed on sleddog as on the client.
+    let chained = client.simple_query("commit and chain").await.unwrap_err();
+    assert_eq!(sqlstate(&chained), "25P02");
+    let still = client.simple_query("select 1").await.unwrap_err();
+    assert_eq!(sqlstate(&still), "25P02");
     let ended = client.simple_query("commit").await.unwrap();
     let tag = ended.iter().find_map(|m| match m {
         SimpleQueryMessage::CommandComplete(_) => Some(()),

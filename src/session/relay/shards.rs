@@ -237,7 +237,9 @@ impl Relay<'_> {
                 let shards = self.attached_shards();
                 self.fan_out(batch, shards, None).await?;
             }
-            Some(Control::End { alone: true }) => {
+            // The same test answer_failed_transaction answers by (a COMMIT
+            // or ROLLBACK without AND CHAIN), so both agree on the status.
+            Some(Control::End { alone: true }) if self.ends_failed_transaction(batch) => {
                 self.roll_back_attached().await;
                 self.answer_failed_transaction(batch.clone()).await?;
             }
@@ -247,6 +249,11 @@ impl Relay<'_> {
             }
         }
         Ok(Step::Done)
+    }
+
+    fn ends_failed_transaction(&self, batch: &ClientBatch) -> bool {
+        let bytes = &self.client.buf[..batch.len];
+        super::ends_transaction(bytes, &mut self.core.router.borrow_mut()).is_some()
     }
 
     /// Rolls back the transaction on every attached shard; connections that
