@@ -56,6 +56,18 @@ pub fn header(buf: &[u8], max_len: usize) -> Result<Option<Header>, ProtocolErro
     Ok(Some(Header { tag, total_len }))
 }
 
+/// The complete messages of `buf` (a batch already checked whole), each
+/// with its header, up to the first incomplete or malformed one.
+pub fn messages(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let head = header(rest, usize::MAX).ok()??;
+        let message = rest.get(..head.total_len)?;
+        rest = &rest[head.total_len..];
+        Some(message)
+    })
+}
+
 /// Splits one complete message, tag included, off the front of `buf`.
 ///
 /// `Ok(None)` when the message is incomplete; `buf` then has room reserved for
@@ -93,6 +105,15 @@ pub fn parts(msg: &[u8]) -> Result<(u8, &[u8]), ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_walks_whole_messages_only() {
+        let batch = [b'Q', 0, 0, 0, 5, b';', b'S', 0, 0, 0, 4, b'X', 0, 0];
+        let found: Vec<&[u8]> = messages(&batch).collect();
+        assert_eq!(found, [&batch[..6], &batch[6..11]]);
+        // A malformed length ends the walk.
+        assert_eq!(messages(&[b'Q', 0, 0, 0, 2, 0]).count(), 0);
+    }
 
     #[test]
     fn header_needs_five_bytes() {

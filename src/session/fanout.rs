@@ -314,7 +314,10 @@ pub trait StatementSource {
 /// earlier request gets its Parse first (hidden from the client), and an
 /// Execute without a Describe gets one (hidden), so the merge knows the
 /// columns. Err: a message this path cannot carry.
-pub fn build(messages: &[&[u8]], source: &impl StatementSource) -> Result<Fanned, String> {
+pub fn build<'m>(
+    messages: impl IntoIterator<Item = &'m [u8]>,
+    source: &impl StatementSource,
+) -> Result<Fanned, String> {
     let mut fanned = Fanned::default();
     let mut parsed_here: Option<String> = None;
     let mut described = false;

@@ -81,14 +81,8 @@ pub fn decide(
     // goes to several.
     let mut rows_from_any = false;
     let mut parsed: Vec<(&str, &str)> = Vec::new();
-    let mut offset = 0;
-    while let Ok(Some(header)) = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN) {
-        let end = offset + header.total_len;
-        let Some(msg) = batch.get(offset..end) else {
-            break;
-        };
-        offset = end;
-        let step = match FrontendKind::from_tag(header.tag) {
+    for msg in frame::messages(batch) {
+        let step = match FrontendKind::from_tag(msg[0]) {
             Ok(FrontendKind::Query) => match FrontendMessage::decode(msg) {
                 Ok(FrontendMessage::Query { sql }) => {
                     statements_seen += 1;

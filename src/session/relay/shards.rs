@@ -445,7 +445,7 @@ impl Relay<'_> {
         let mut statements = 0;
         let mut parsed: Vec<(&str, &str)> = Vec::new();
         let mut router = self.core.router.borrow_mut();
-        for message in messages(&self.client.buf[..batch.len]) {
+        for message in frame::messages(&self.client.buf[..batch.len]) {
             let sql = match FrontendMessage::decode(message) {
                 Ok(FrontendMessage::Query { sql }) => sql,
                 Ok(FrontendMessage::Parse { name, sql, .. }) => {
@@ -542,7 +542,7 @@ impl Relay<'_> {
             query: query.as_deref(),
             relay: self,
         };
-        let built = fanout::build(&messages(&self.client.buf[..batch.len]), &source);
+        let built = fanout::build(frame::messages(&self.client.buf[..batch.len]), &source);
         let fanned = match built {
             Ok(fanned) => fanned,
             Err(message) => return self.refuse(batch, "0A000", &message, None).await,
@@ -586,7 +586,7 @@ impl Relay<'_> {
         if !self.settings.rename_statements {
             return;
         }
-        for message in messages(&self.client.buf[..batch.len]) {
+        for message in frame::messages(&self.client.buf[..batch.len]) {
             match FrontendMessage::decode(message) {
                 Ok(FrontendMessage::Parse { name, .. }) if !name.is_empty() => {
                     let tail = &message[5 + name.len() + 1..];
@@ -1047,20 +1047,6 @@ fn query_text(batch: &[u8]) -> String {
 }
 
 /// The whole messages of a batch.
-fn messages(batch: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while let Ok(Some(header)) = frame::header(&batch[offset..], DEFAULT_MAX_MESSAGE_LEN) {
-        let end = offset + header.total_len;
-        let Some(message) = batch.get(offset..end) else {
-            break;
-        };
-        out.push(message);
-        offset = end;
-    }
-    out
-}
-
 /// Rows of a fan-out: streamed, or merged per the plan (boxed: a merge's
 /// state is large, and fan-out is not the hot path).
 enum FanRows {
