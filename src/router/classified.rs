@@ -138,6 +138,9 @@ pub struct Classified {
     pub statements: u32,
     /// Transaction control done by the first statement.
     pub transaction: Option<Transaction>,
+    /// Some statement of the text, the first or a later one, is a COMMIT or
+    /// ROLLBACK (END, ABORT; not to a savepoint). False when unparsable.
+    pub ends_transaction: bool,
     /// Every statement is a session command that any server can answer the
     /// same way: `SET`/`RESET` of a session parameter, `SHOW`, `DISCARD`,
     /// `DEALLOCATE`. (`SET TRANSACTION` is transaction control instead.)

@@ -31,6 +31,7 @@ fn base(scan: &Scan, intent: Intent, source: Source) -> Classified {
         source,
         statements: scan.statements,
         transaction: None,
+        ends_transaction: false,
         session_command: false,
         role_setting: None,
         hints: scan.hints,
@@ -51,6 +52,7 @@ fn from_tree(parsed: &pg_query::protobuf::ParseResult, scan: &Scan) -> Classifie
         source: Source::Parsed,
         statements: facts.statements,
         transaction: facts.transaction,
+        ends_transaction: ends_transaction(parsed),
         session_command: facts.session_command,
         role_setting: facts.role_setting,
         hints: scan.hints,
@@ -85,7 +87,28 @@ fn fast_path(sql: &str, scan: &Scan) -> Option<Classified> {
     let control = bare_transaction_keyword(word)?;
     Some(Classified {
         transaction: Some(control),
+        ends_transaction: matches!(
+            control,
+            Transaction::Commit { .. } | Transaction::Rollback { .. }
+        ),
         ..base(scan, Intent::Read, Source::FastPath)
+    })
+}
+
+/// Whether any statement of the tree is a COMMIT or ROLLBACK (of the
+/// transaction, not to a savepoint).
+fn ends_transaction(parsed: &pg_query::protobuf::ParseResult) -> bool {
+    use pg_query::protobuf::TransactionStmtKind;
+    parsed.stmts.iter().any(|raw| {
+        let Some(pg_query::NodeEnum::TransactionStmt(stmt)) =
+            raw.stmt.as_ref().and_then(|node| node.node.as_ref())
+        else {
+            return false;
+        };
+        matches!(
+            TransactionStmtKind::try_from(stmt.kind),
+            Ok(TransactionStmtKind::TransStmtCommit | TransactionStmtKind::TransStmtRollback)
+        )
     })
 }
 
@@ -141,6 +164,28 @@ fn bare_transaction_keyword(word: &str) -> Option<Transaction> {
 mod tests {
     use super::super::classified::{Access, Hints, Role, RoleSetting};
     use super::*;
+
+    #[test]
+    fn ends_transaction_anywhere_in_the_text() {
+        for sql in [
+            "commit",
+            "END",
+            "rollback",
+            "update t set a = 1; commit",
+            "select 1; abort",
+        ] {
+            assert!(classify(sql).ends_transaction, "{sql}");
+        }
+        for sql in [
+            "select 1",
+            "begin",
+            "select 1; rollback to savepoint s",
+            "savepoint s; release savepoint s",
+            "commit prepared 'x'",
+        ] {
+            assert!(!classify(sql).ends_transaction, "{sql}");
+        }
+    }
 
     /// Expected classification codes: `R` read / `W` write, then flags:
     /// `f` fast path, `p` parsed, `u` unparsable, `s` session command.

@@ -462,7 +462,7 @@ impl Relay<'_> {
                                 };
                                 let classified = router.get_or_classify(sql);
                                 statements += 1;
-                                ends |= ending(&classified);
+                                ends |= classified.ends_transaction;
                                 continue;
                             }
                             None => continue,
@@ -473,9 +473,7 @@ impl Relay<'_> {
             };
             let classified = router.get_or_classify(sql);
             statements += classified.statements.max(1);
-            // Only a text's first statement is described: a COMMIT later in
-            // it is found in the parse tree.
-            ends |= ending(&classified) || (classified.statements > 1 && ends_later(sql));
+            ends |= classified.ends_transaction;
         }
         ends.then_some(statements == 1)
     }
@@ -939,14 +937,6 @@ fn combined(replies: &[&[u8]]) -> TransactionStatus {
         })
 }
 
-/// COMMIT or ROLLBACK (not to a savepoint, not prepared).
-fn ending(classified: &crate::router::Classified) -> bool {
-    matches!(
-        classified.transaction,
-        Some(Transaction::Commit { .. } | Transaction::Rollback { .. })
-    )
-}
-
 /// Waits for a cross-shard request, within `query_timeout` (`limits.0`). A
 /// cancel for the client reaches every shard of the request (each then
 /// answers with its error), and the wait goes on. None: the time ran out.
@@ -1017,25 +1007,6 @@ pub(super) fn first_request(buf: &[u8], batch: ClientBatch) -> ClientBatch {
         }
     }
     batch
-}
-
-/// A COMMIT or ROLLBACK among the statements of a multi-statement text.
-fn ends_later(sql: &str) -> bool {
-    use pg_query::protobuf::TransactionStmtKind;
-    let Ok(parsed) = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) else {
-        return false;
-    };
-    parsed.protobuf.stmts.iter().any(|raw| {
-        let Some(pg_query::NodeEnum::TransactionStmt(stmt)) =
-            raw.stmt.as_ref().and_then(|node| node.node.as_ref())
-        else {
-            return false;
-        };
-        matches!(
-            TransactionStmtKind::try_from(stmt.kind),
-            Ok(TransactionStmtKind::TransStmtCommit | TransactionStmtKind::TransStmtRollback)
-        )
-    })
 }
 
 /// The text of a batch that is one simple Query.
