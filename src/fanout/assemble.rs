@@ -146,23 +146,30 @@ struct Message<'a> {
     body: &'a [u8],
 }
 
-fn messages(reply: &[u8]) -> Result<Vec<Message<'_>>, AssembleError> {
-    let mut out = Vec::new();
+/// The messages of one shard's reply, in order.
+fn messages(reply: &[u8]) -> impl Iterator<Item = Result<Message<'_>, AssembleError>> {
     let mut at = 0;
-    while at < reply.len() {
-        let header = frame::header(&reply[at..], DEFAULT_MAX_MESSAGE_LEN)
-            .map_err(|e| AssembleError::Protocol(e.to_string()))?
-            .filter(|h| at + h.total_len <= reply.len())
-            .ok_or_else(|| AssembleError::Protocol("truncated message".to_owned()))?;
-        let kind = BackendKind::from_tag(header.tag)
-            .map_err(|e| AssembleError::Protocol(e.to_string()))?;
-        out.push(Message {
-            kind,
-            body: &reply[at + 5..at + header.total_len],
-        });
-        at += header.total_len;
-    }
-    Ok(out)
+    std::iter::from_fn(move || {
+        if at >= reply.len() {
+            return None;
+        }
+        let message = frame::header(&reply[at..], DEFAULT_MAX_MESSAGE_LEN)
+            .map_err(|e| AssembleError::Protocol(e.to_string()))
+            .and_then(|header| {
+                let header = header
+                    .filter(|h| at + h.total_len <= reply.len())
+                    .ok_or_else(|| AssembleError::Protocol("truncated message".to_owned()))?;
+                let kind = BackendKind::from_tag(header.tag)
+                    .map_err(|e| AssembleError::Protocol(e.to_string()))?;
+                let body = &reply[at + 5..at + header.total_len];
+                at += header.total_len;
+                Ok(Message { kind, body })
+            });
+        if message.is_err() {
+            at = reply.len();
+        }
+        Some(message)
+    })
 }
 
 /// What one shard said in answer to one op.
@@ -179,7 +186,8 @@ fn answers<'a>(ops: &[Op], reply: &'a [u8]) -> Result<Vec<Answer<'a>>, AssembleE
     let mut out: Vec<Answer<'a>> = (0..ops.len()).map(|_| Answer::default()).collect();
     let mut op = 0;
     let mut skipping = false;
-    for message in messages(reply)? {
+    for message in messages(reply) {
+        let message = message?;
         // Skip ops the server skipped after an error, up to the Sync, and
         // the ones it never saw.
         while (skipping && op < ops.len() && ops[op] != Op::Sync) || ops.get(op) == Some(&Op::Close)
@@ -455,12 +463,12 @@ fn query<R: Rows>(
     merged: &mut bool,
     out: &mut BytesMut,
 ) -> Result<(), AssembleError> {
-    let segmented: Vec<Vec<Vec<Message<'_>>>> = each.iter().map(|a| segments(a)).collect();
+    let segmented: Vec<Vec<&[Message<'_>]>> = each.iter().map(|a| segments(a)).collect();
     let results = segmented.iter().map(Vec::len).max().unwrap_or(0);
     for k in 0..results {
         let parts: Vec<&[Message<'_>]> = segmented
             .iter()
-            .map(|s| s.get(k).map_or(&[][..], Vec::as_slice))
+            .map(|s| s.get(k).copied().unwrap_or(&[]))
             .collect();
         if let Some(error) = parts
             .iter()
@@ -537,28 +545,22 @@ impl<R: Rows> RowsDyn for R {
 }
 
 /// A Query's answer cut into its results: each ends with CommandComplete,
-/// EmptyQueryResponse or ErrorResponse. The ReadyForQuery is left out.
-fn segments<'a>(answer: &Answer<'a>) -> Vec<Vec<Message<'a>>> {
-    let mut out = Vec::new();
-    let mut current = Vec::new();
-    for message in &answer.messages {
-        if message.kind == BackendKind::ReadyForQuery {
-            continue;
-        }
-        current.push(*message);
-        if matches!(
-            message.kind,
-            BackendKind::CommandComplete
-                | BackendKind::EmptyQueryResponse
-                | BackendKind::ErrorResponse
-        ) {
-            out.push(std::mem::take(&mut current));
-        }
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
+/// EmptyQueryResponse or ErrorResponse. The ReadyForQuery (last) is left out.
+fn segments<'m, 'a>(answer: &'m Answer<'a>) -> Vec<&'m [Message<'a>]> {
+    let messages = match answer.messages.split_last() {
+        Some((last, rest)) if last.kind == BackendKind::ReadyForQuery => rest,
+        _ => &answer.messages[..],
+    };
+    messages
+        .split_inclusive(|m| {
+            matches!(
+                m.kind,
+                BackendKind::CommandComplete
+                    | BackendKind::EmptyQueryResponse
+                    | BackendKind::ErrorResponse
+            )
+        })
+        .collect()
 }
 
 fn is_async(kind: BackendKind) -> bool {
@@ -645,7 +647,7 @@ mod tests {
     }
 
     fn kinds(out: &[u8]) -> Vec<BackendKind> {
-        messages(out).unwrap().iter().map(|m| m.kind).collect()
+        messages(out).map(|m| m.unwrap().kind).collect()
     }
 
     #[test]
@@ -674,7 +676,7 @@ mod tests {
                 ReadyForQuery
             ]
         );
-        let all = messages(&out).unwrap();
+        let all: Vec<Message<'_>> = messages(&out).map(Result::unwrap).collect();
         assert_eq!(cstr(all[4].body), "SELECT 3");
     }
 
