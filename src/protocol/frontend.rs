@@ -343,11 +343,17 @@ impl<'a> BindParts<'a> {
 
     /// The format code of parameter `n` ("protocol-message-formats", Bind).
     pub fn param_format(&self, n: usize) -> i16 {
-        match self.param_formats.len() {
-            0 => 0,
-            1 => self.param_formats[0],
-            _ => self.param_formats.get(n).copied().unwrap_or(0),
-        }
+        format_code(&self.param_formats, n)
+    }
+}
+
+/// The format code of value `n` under Bind's rule for format codes: none
+/// means all text (0), one applies to all, otherwise one per value.
+pub fn format_code(codes: &[i16], n: usize) -> i16 {
+    match codes {
+        [] => 0,
+        [only] => *only,
+        many => many.get(n).copied().unwrap_or(0),
     }
 }
 

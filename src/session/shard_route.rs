@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use shards::{Format, ShardId, ShardingSchema};
+use shards::{ShardId, ShardingSchema};
 
 use crate::fanout::plan::FanoutQuery;
 use crate::prepared::ClientStatements;
@@ -117,13 +117,8 @@ pub fn decide(
                     },
                 };
                 statements_seen += 1;
-                let formats: Vec<Format> = (0..parts.params.len())
-                    .map(|n| match parts.param_format(n) {
-                        1 => Format::Binary,
-                        _ => Format::Text,
-                    })
-                    .collect();
-                let (step, rows) = resolve(cache, sql, &parts.params, &formats, schema, session);
+                let formats = &parts.param_formats;
+                let (step, rows) = resolve(cache, sql, &parts.params, formats, schema, session);
                 rows_from_any |= rows && matches!(step, Decision::Any);
                 step
             }
@@ -154,7 +149,7 @@ fn resolve(
     cache: &mut PlanCache,
     sql: &str,
     params: &[Option<&[u8]>],
-    formats: &[Format],
+    formats: &[i16],
     schema: &ShardingSchema,
     session: SessionSharding<'_>,
 ) -> (Decision, bool) {
@@ -173,7 +168,7 @@ fn decide_one(
     plan: &ShardPlan,
     sql: &str,
     params: &[Option<&[u8]>],
-    formats: &[Format],
+    formats: &[i16],
     schema: &ShardingSchema,
     session: SessionSharding<'_>,
 ) -> Decision {

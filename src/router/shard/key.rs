@@ -231,14 +231,11 @@ pub(super) enum Read<'a> {
     Unusable,
 }
 
-/// The format of parameter `index` under the Bind message's rules
-/// ("protocol-message-formats", Bind): no codes means all text, one code
-/// applies to all, otherwise one per parameter.
-fn param_format(formats: &[Format], index: usize) -> Format {
-    match formats {
-        [] => Format::Text,
-        [only] => *only,
-        many => many.get(index).copied().unwrap_or(Format::Text),
+/// The format of parameter `index` given Bind's format codes.
+fn param_format(codes: &[i16], index: usize) -> Format {
+    match crate::protocol::frontend::format_code(codes, index) {
+        1 => Format::Binary,
+        _ => Format::Text,
     }
 }
 
@@ -390,9 +387,9 @@ mod tests {
     fn bind_format_rules() {
         use Format::{Binary, Text};
         assert_eq!(param_format(&[], 3), Text);
-        assert_eq!(param_format(&[Binary], 3), Binary);
-        assert_eq!(param_format(&[Text, Binary], 1), Binary);
-        assert_eq!(param_format(&[Text, Binary], 5), Text);
+        assert_eq!(param_format(&[1], 3), Binary);
+        assert_eq!(param_format(&[0, 1], 1), Binary);
+        assert_eq!(param_format(&[0, 1], 5), Text);
     }
 
     #[test]

@@ -134,9 +134,9 @@ pub struct ResolveInput<'a> {
     pub sql: &'a str,
     /// Bind parameter values (None = NULL).
     pub params: &'a [Option<&'a [u8]>],
-    /// Bind's parameter format codes: none = all text, one = all, else one
-    /// per parameter.
-    pub param_formats: &'a [Format],
+    /// Bind's parameter format codes as sent: none = all text, one = all,
+    /// else one per parameter.
+    pub param_formats: &'a [i16],
     /// The shard map the plan was made with.
     pub schema: &'a ShardingSchema,
     /// `SET pgdog.shard`.
@@ -161,7 +161,7 @@ impl<'a> ResolveInput<'a> {
         }
     }
 
-    pub fn with_params(self, params: &'a [Option<&'a [u8]>], param_formats: &'a [Format]) -> Self {
+    pub fn with_params(self, params: &'a [Option<&'a [u8]>], param_formats: &'a [i16]) -> Self {
         ResolveInput {
             params,
             param_formats,

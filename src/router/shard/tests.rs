@@ -62,7 +62,14 @@ fn route_params(
     formats: &[Format],
 ) -> Result<Target, RouteError> {
     let schema = schema();
-    let input = ResolveInput::new(sql, &schema).with_params(params, formats);
+    let codes: Vec<i16> = formats
+        .iter()
+        .map(|format| match format {
+            Format::Binary => 1,
+            Format::Text => 0,
+        })
+        .collect();
+    let input = ResolveInput::new(sql, &schema).with_params(params, &codes);
     plan_of(sql, &schema).resolve(&input)
 }
 
