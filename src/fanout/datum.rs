@@ -24,6 +24,7 @@ use std::cmp::Ordering;
 
 use crate::fanout::numeric::{float_digits, Numeric, NumericError};
 use crate::fanout::plan::ArithmeticOp;
+use shards::{DataType, Format, Key};
 
 mod datetime;
 use datetime::{
@@ -294,7 +295,7 @@ fn encode_text(type_oid: u32, datum: &Datum) -> String {
         Datum::TimestampTz(t, offset) => format_timestamp(*t, Some(*offset)),
         Datum::Date(d) => format_date(*d),
         Datum::Time(t) => format_time(*t),
-        Datum::Uuid(u) => format_uuid(u),
+        Datum::Uuid(u) => Key::uuid_text(u),
         Datum::Interval {
             months,
             days,
@@ -703,40 +704,21 @@ fn parse_bytea(v: &[u8]) -> Option<Vec<u8>> {
 
 /// byteaout with bytea_output = hex.
 fn format_bytea(b: &[u8]) -> String {
+    use std::fmt::Write;
     let mut out = String::with_capacity(2 + b.len() * 2);
     out.push_str("\\x");
     for byte in b {
-        out.push_str(&format!("{byte:02x}"));
+        let _ = write!(out, "{byte:02x}");
     }
     out
 }
 
+/// A uuid in any form Postgres reads (`shards::Key::parse`).
 fn parse_uuid(s: &str) -> Option<[u8; 16]> {
-    let hex: Vec<u32> = s
-        .trim()
-        .chars()
-        .filter(|c| !matches!(c, '-' | '{' | '}'))
-        .map(|c| c.to_digit(16))
-        .collect::<Option<_>>()?;
-    if hex.len() != 32 {
-        return None;
+    match Key::parse(DataType::Uuid, Format::Text, s.as_bytes()) {
+        Ok(Key::Uuid(uuid)) => Some(uuid),
+        _ => None,
     }
-    let mut out = [0u8; 16];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = (hex[2 * i] * 16 + hex[2 * i + 1]) as u8;
-    }
-    Some(out)
-}
-
-fn format_uuid(u: &[u8; 16]) -> String {
-    let mut out = String::with_capacity(36);
-    for (i, byte) in u.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        out.push_str(&format!("{byte:02x}"));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -367,6 +367,7 @@ impl Numeric {
     }
 
     /// The value as an i64 when it is an integer in range.
+    #[cfg(test)]
     pub fn to_i64(&self) -> Option<i64> {
         let Numeric::Finite(d) = self else {
             return None;
@@ -767,6 +768,7 @@ impl BigUint {
         BigUint { limbs }
     }
 
+    #[cfg(test)]
     fn to_u64(&self) -> Option<u64> {
         self.limbs.iter().rev().try_fold(0u64, |acc, limb| {
             acc.checked_mul(LIMB_BASE)?.checked_add(u64::from(*limb))

@@ -158,7 +158,7 @@ impl Grouper {
                     continue;
                 }
             }
-            collector.offer(RowBody::Owned(row.clone()), &spans)?;
+            collector.offer(RowBody::Owned(row), &spans)?;
         }
         Ok(())
     }
