@@ -967,16 +967,29 @@ impl<'a> Relay<'a> {
         } else {
             TransactionStatus::Idle
         };
+        self.answer_with_error(&batch, sqlstate, message, None)
+            .await
+    }
+
+    /// Answers every sync point of `batch` with the error and a
+    /// ReadyForQuery of the current status (an unsynced tail gets the error
+    /// and the rest through its Sync is dropped), and consumes the batch.
+    async fn answer_with_error(
+        &mut self,
+        batch: &ClientBatch,
+        sqlstate: &str,
+        message: &str,
+        hint: Option<&str>,
+    ) -> Result<(), End> {
         let out = &mut self.client.out;
         for _ in 0..batch.sync_points {
-            write::error_response(out, Severity::Error, sqlstate, message, None);
+            write::error_response(out, Severity::Error, sqlstate, message, hint);
             write::ready_for_query(out, self.status);
         }
         if batch.unsynced {
-            write::error_response(out, Severity::Error, sqlstate, message, None);
+            write::error_response(out, Severity::Error, sqlstate, message, hint);
             self.discard_until_sync = true;
         }
-        self.unsynced = false;
         self.client.buf.advance(batch.len);
         self.client.flush().await.map_err(|_| End::ClientGone)
     }

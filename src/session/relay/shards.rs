@@ -506,20 +506,10 @@ impl Relay<'_> {
         message: &str,
         hint: Option<&str>,
     ) -> Result<(), End> {
-        let out = &mut self.client.out;
-        for _ in 0..batch.sync_points {
-            write::error_response(out, Severity::Error, sqlstate, message, hint);
-            if self.status == TransactionStatus::InTransaction {
-                self.status = TransactionStatus::Failed;
-            }
-            write::ready_for_query(out, self.status);
+        if self.status == TransactionStatus::InTransaction && batch.sync_points > 0 {
+            self.status = TransactionStatus::Failed;
         }
-        if batch.unsynced {
-            write::error_response(out, Severity::Error, sqlstate, message, hint);
-            self.discard_until_sync = true;
-        }
-        self.client.buf.advance(batch.len);
-        self.client.flush().await.map_err(|_| End::ClientGone)
+        self.answer_with_error(batch, sqlstate, message, hint).await
     }
 
     /// Runs the request on every shard in `shards` at once, on this
